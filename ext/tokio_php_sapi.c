@@ -1,0 +1,386 @@
+/*
+ * tokio_php's SAPI: a real sapi_module_struct driven from a pool of ZTS worker threads.
+ *
+ * PHP parses $_GET/$_POST/$_COOKIE/$_FILES itself from SG(request_info) and the body read through
+ * read_post, exactly as under php-fpm. All zend_try/zend_catch live here, so a longjmp never
+ * crosses a Rust frame: the host callbacks return before PHP acts on their result.
+ */
+#include "tokio_php_sapi.h"
+
+#include <string.h>
+#include <stdlib.h>
+
+#include "php.h"
+#include "php_main.h"
+#include "php_variables.h"
+#include "SAPI.h"
+#include "ext/standard/info.h"
+#include "zend_exceptions.h"
+
+#if !defined(ZTS)
+#error "tokio_php needs a thread-safe (ZTS) PHP build"
+#endif
+#if defined(ZEND_SIGNALS)
+#error "tokio_php needs PHP built with --disable-zend-signals (Zend signals are process-wide and unsafe on worker threads)"
+#endif
+
+static tp_host_callbacks host;
+static char *ini_entries_copy;
+
+/* The request running on this worker thread, NULL between requests. */
+ZEND_TLS const tp_request *current_request;
+ZEND_TLS zend_long current_worker_id = -1;
+
+static void *current_ctx(void)
+{
+    return current_request ? current_request->ctx : NULL;
+}
+
+/* ---- PHP functions registered by the binary ---------------------------------------------- */
+
+ZEND_BEGIN_ARG_WITH_RETURN_TYPE_INFO_EX(arginfo_tokio_worker_id, 0, 0, IS_LONG, 0)
+ZEND_END_ARG_INFO()
+
+/* tokio_worker_id(): the index (0..N-1) of the worker thread running this request. */
+PHP_FUNCTION(tokio_worker_id)
+{
+    ZEND_PARSE_PARAMETERS_NONE();
+    RETURN_LONG(current_worker_id);
+}
+
+static const zend_function_entry tokio_php_functions[] = {
+    PHP_FE(tokio_worker_id, arginfo_tokio_worker_id)
+    PHP_FE_END
+};
+
+static PHP_MINFO_FUNCTION(tokio_php)
+{
+    php_info_print_table_start();
+    php_info_print_table_row(2, "tokio_php SAPI", "enabled");
+    php_info_print_table_end();
+}
+
+static zend_module_entry tokio_php_module = {
+    STANDARD_MODULE_HEADER,
+    "tokio_php",
+    tokio_php_functions,
+    NULL, /* MINIT */
+    NULL, /* MSHUTDOWN */
+    NULL, /* RINIT */
+    NULL, /* RSHUTDOWN */
+    PHP_MINFO(tokio_php),
+    "0.1.0",
+    STANDARD_MODULE_PROPERTIES
+};
+
+/* ---- SAPI callbacks ------------------------------------------------------------------------ */
+
+static int tp_sapi_startup(sapi_module_struct *module)
+{
+    return php_module_startup(module, &tokio_php_module);
+}
+
+/* sapi_activate() resets proto_num to 1000 before calling this; set the real protocol here so
+ * PHP applies HTTP/1.1 semantics (e.g. 303 for a Location after POST). */
+static int tp_sapi_activate(void)
+{
+    if (current_request) {
+        SG(request_info).proto_num = current_request->proto_num;
+    }
+    return SUCCESS;
+}
+
+static int tp_sapi_deactivate(void)
+{
+    return SUCCESS;
+}
+
+static size_t tp_sapi_ub_write(const char *str, size_t len)
+{
+    if (!current_request) {
+        return len;
+    }
+    if (!host.write(current_request->ctx, str, len)) {
+        /* Marks the connection aborted and, unless ignore_user_abort, ends the script. */
+        php_handle_aborted_connection();
+    }
+    return len;
+}
+
+static void tp_sapi_flush(void *server_context)
+{
+    (void)server_context;
+    if (!current_request) {
+        return;
+    }
+    /* flush() with no output yet must still put the status and headers on the wire. */
+    if (!SG(headers_sent)) {
+        sapi_send_headers();
+    }
+    if (!host.flush(current_request->ctx)) {
+        php_handle_aborted_connection();
+    }
+}
+
+static int tp_sapi_send_headers(sapi_headers_struct *sapi_headers)
+{
+    if (!current_request || SG(request_info).no_headers == 1) {
+        return SAPI_HEADER_SENT_SUCCESSFULLY;
+    }
+    /* http_response_code is the source of truth: http_status_line can be stale after
+     * http_response_code() and is unsafe to parse for short lines such as header("HTTP/"). */
+    int status = sapi_headers->http_response_code ? sapi_headers->http_response_code : 200;
+    size_t count = zend_llist_count(&sapi_headers->headers);
+    tp_str *lines = count ? emalloc(count * sizeof(tp_str)) : NULL;
+    size_t n = 0;
+    zend_llist_position pos;
+    for (sapi_header_struct *h = zend_llist_get_first_ex(&sapi_headers->headers, &pos); h;
+         h = zend_llist_get_next_ex(&sapi_headers->headers, &pos)) {
+        lines[n].ptr = h->header;
+        lines[n].len = h->header_len;
+        n++;
+    }
+    host.send_headers(current_request->ctx, status, lines, n);
+    if (lines) {
+        efree(lines);
+    }
+    return SAPI_HEADER_SENT_SUCCESSFULLY;
+}
+
+static size_t tp_sapi_read_post(char *buffer, size_t count)
+{
+    if (!current_request || count == 0) {
+        return 0;
+    }
+    return host.read_body(current_request->ctx, buffer, count);
+}
+
+static char *tp_sapi_read_cookies(void)
+{
+    return current_request ? current_request->cookie : NULL;
+}
+
+static void tp_sapi_register_variables(zval *track_vars_array)
+{
+    if (!current_request) {
+        return;
+    }
+    for (size_t i = 0; i < current_request->server_vars_len; i++) {
+        const tp_server_var *var = &current_request->server_vars[i];
+        char *value = (char *)var->value.ptr;
+        size_t new_len = var->value.len;
+        /* Through input_filter as php-fpm does, so ext/filter sees $_SERVER
+         * (filter_input(INPUT_SERVER, ...)); it registers the value itself and returns 0. */
+        if (sapi_module.input_filter(PARSE_SERVER, (char *)var->key.ptr, &value, var->value.len, &new_len)) {
+            php_register_variable_safe((char *)var->key.ptr, value, new_len, track_vars_array);
+        }
+    }
+}
+
+static void tp_sapi_log_message(const char *message, int syslog_level)
+{
+    host.log(current_ctx(), message, strlen(message), syslog_level);
+}
+
+static zend_result tp_sapi_get_request_time(double *request_time)
+{
+    if (!current_request) {
+        return FAILURE;
+    }
+    *request_time = current_request->request_time;
+    return SUCCESS;
+}
+
+#define TP_INI_DEFAULT(name, value)                                              \
+    do {                                                                         \
+        zval tmp;                                                                \
+        ZVAL_NEW_STR(&tmp, zend_string_init(value, sizeof(value) - 1, 1));       \
+        zend_hash_str_update(configuration_hash, name, sizeof(name) - 1, &tmp);  \
+    } while (0)
+
+/* Production defaults for what PHP's compiled-in values get wrong for a server; php.ini and
+ * ini_entries still override them. */
+static void tp_sapi_ini_defaults(HashTable *configuration_hash)
+{
+    TP_INI_DEFAULT("display_errors", "0");
+    TP_INI_DEFAULT("display_startup_errors", "0");
+    TP_INI_DEFAULT("html_errors", "0");
+    TP_INI_DEFAULT("log_errors", "1");
+    TP_INI_DEFAULT("expose_php", "0");
+    TP_INI_DEFAULT("register_argc_argv", "0");
+    TP_INI_DEFAULT("variables_order", "GPCS");
+    TP_INI_DEFAULT("request_order", "GP");
+    TP_INI_DEFAULT("output_buffering", "0");
+    TP_INI_DEFAULT("implicit_flush", "0");
+}
+
+/* The name "cli-server" is on OPcache's SAPI allow-list (see docs/php.md for its side effects). */
+static sapi_module_struct tp_sapi_module = {
+    "cli-server",                  /* name */
+    "tokio_php",                   /* pretty name */
+    tp_sapi_startup,               /* startup */
+    php_module_shutdown_wrapper,   /* shutdown */
+    tp_sapi_activate,              /* activate */
+    tp_sapi_deactivate,            /* deactivate */
+    tp_sapi_ub_write,              /* unbuffered write */
+    tp_sapi_flush,                 /* flush */
+    NULL,                          /* get uid */
+    NULL,                          /* getenv */
+    php_error,                     /* error handler */
+    NULL,                          /* header handler */
+    tp_sapi_send_headers,          /* send headers handler */
+    NULL,                          /* send header handler */
+    tp_sapi_read_post,             /* read POST data */
+    tp_sapi_read_cookies,          /* read Cookies */
+    tp_sapi_register_variables,    /* register server variables */
+    tp_sapi_log_message,           /* log message */
+    tp_sapi_get_request_time,      /* request time */
+    NULL,                          /* terminate process */
+    STANDARD_SAPI_MODULE_PROPERTIES
+};
+
+/* ---- Process lifecycle --------------------------------------------------------------------- */
+
+int tp_startup(const tp_startup_options *options)
+{
+    host = options->callbacks;
+
+#if PHP_VERSION_ID >= 80300
+    php_tsrm_startup_ex(options->thread_hint > 0 ? options->thread_hint : 1);
+#else
+    (void)options->thread_hint;
+    php_tsrm_startup();
+#endif
+
+    sapi_startup(&tp_sapi_module);
+
+    /* sapi_startup() clears ini_entries and php_module_startup() copies the struct again, so these
+     * are set here, between the two. */
+    tp_sapi_module.ini_defaults = tp_sapi_ini_defaults;
+    tp_sapi_module.php_ini_ignore = options->php_ini_ignore ? 1 : 0;
+    tp_sapi_module.php_ini_path_override = options->php_ini_path ? strdup(options->php_ini_path) : NULL;
+    if (options->ini_entries) {
+        ini_entries_copy = strdup(options->ini_entries);
+        tp_sapi_module.ini_entries = ini_entries_copy;
+    }
+
+    if (tp_sapi_module.startup(&tp_sapi_module) == FAILURE) {
+        return -1;
+    }
+    return 0;
+}
+
+void tp_shutdown(void)
+{
+    if (tp_sapi_module.shutdown) {
+        tp_sapi_module.shutdown(&tp_sapi_module);
+    }
+    sapi_shutdown();
+    tsrm_shutdown();
+    free(ini_entries_copy);
+    ini_entries_copy = NULL;
+    free(tp_sapi_module.php_ini_path_override);
+    tp_sapi_module.php_ini_path_override = NULL;
+}
+
+void tp_thread_start(int worker_id)
+{
+    /* Allocates this thread's executor, compiler, SAPI and extension globals. */
+    (void)ts_resource(0);
+    current_worker_id = worker_id;
+}
+
+void tp_thread_stop(void)
+{
+    current_request = NULL;
+    ts_free_thread();
+}
+
+const char *tp_php_version(void)
+{
+    return PHP_VERSION;
+}
+
+bool tp_has_thread_timers(void)
+{
+#ifdef ZEND_MAX_EXECUTION_TIMERS
+    return true;
+#else
+    return false;
+#endif
+}
+
+/* ---- One request --------------------------------------------------------------------------- */
+
+static void fill_request_info(const tp_request *request)
+{
+    SG(server_context) = (void *)request; /* must be non-NULL or PHP skips POST and cookies */
+    SG(sapi_headers).http_response_code = 200; /* the engine does not reset it between requests */
+    SG(request_info).request_method = request->method;
+    SG(request_info).request_uri = request->request_uri;
+    SG(request_info).query_string = request->query_string;
+    SG(request_info).path_translated = request->script_filename;
+    SG(request_info).content_type = request->content_type;
+    SG(request_info).content_length = request->content_length;
+    SG(request_info).proto_num = request->proto_num;
+    SG(request_info).auth_user = NULL;
+    SG(request_info).auth_password = NULL;
+    SG(request_info).auth_digest = NULL;
+    if (request->authorization) {
+        php_handle_auth_data(request->authorization);
+    }
+}
+
+static void clear_request_info(void)
+{
+    SG(server_context) = NULL;
+    SG(request_info).request_method = NULL;
+    SG(request_info).request_uri = NULL;
+    SG(request_info).query_string = NULL;
+    SG(request_info).path_translated = NULL;
+    SG(request_info).content_type = NULL;
+    SG(request_info).cookie_data = NULL;
+}
+
+static void execute_primary_script(const char *filename)
+{
+    zend_file_handle file_handle;
+    zend_stream_init_filename(&file_handle, filename);
+    file_handle.primary_script = 1;
+    /* Fatal errors, uncaught exceptions, exit() and memory_limit are all caught in here. */
+    php_execute_script(&file_handle);
+    zend_destroy_file_handle(&file_handle);
+}
+
+tp_outcome tp_execute(const tp_request *request)
+{
+    tp_outcome outcome = TP_OUTCOME_OK;
+
+    current_request = request;
+    fill_request_info(request);
+
+    zend_try {
+        if (php_request_startup() == SUCCESS) {
+            execute_primary_script(request->script_filename);
+        } else {
+            /* php-fpm exits the process here; we retire just this thread. */
+            outcome = TP_OUTCOME_THREAD_UNUSABLE;
+        }
+    } zend_catch {
+        /* A bailout outside the script itself (request startup). */
+        outcome = TP_OUTCOME_THREAD_UNUSABLE;
+    } zend_end_try();
+
+    zend_try {
+        php_request_shutdown(NULL);
+    } zend_catch {
+        outcome = TP_OUTCOME_THREAD_UNUSABLE;
+        /* core_globals_dtor asserts these are gone when the thread is freed. */
+        PG(last_error_message) = NULL;
+        PG(last_error_file) = NULL;
+    } zend_end_try();
+
+    clear_request_info();
+    current_request = NULL;
+    return outcome;
+}

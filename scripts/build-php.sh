@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Builds a thread-safe (ZTS) PHP with the embed SAPI, cached outside the repository.
+#
+# Prints the path of the resulting `php-config` on its last line of stdout.
+#
+#   PHP_CONFIG=/path/to/php-config   use your own ZTS PHP (8.2-8.4) instead of building one
+#   TOKIO_PHP_CACHE=/dir             cache root (default: ${XDG_CACHE_HOME:-$HOME/.cache}/tokio_php)
+#   PHP_BUILD_JOBS=N                 parallel make jobs (default: number of cores)
+#
+# The build is a no-op once the prefix is complete: the marker file records the exact configure
+# flags, so changing them below triggers a rebuild.
+set -euo pipefail
+shopt -s inherit_errexit
+
+here=$(cd "$(dirname "$0")" && pwd)
+
+log() { echo "build-php: $*" >&2; }
+die() { echo "build-php: error: $*" >&2; exit 1; }
+
+# Refuses a PHP that cannot host our worker threads (non-ZTS) or that we do not support.
+check_php_config() {
+  local php_config=$1
+  [ -x "$php_config" ] || die "PHP_CONFIG=$php_config is not an executable php-config"
+  local vernum include_dir
+  vernum=$("$php_config" --vernum) || die "$php_config --vernum failed"
+  if [ "$vernum" -lt 80200 ] || [ "$vernum" -ge 80500 ]; then
+    die "$php_config is PHP $("$php_config" --version); tokio_php supports PHP 8.2 to 8.4"
+  fi
+  include_dir=$("$php_config" --include-dir)
+  if ! grep -q '^#define ZTS 1' "$include_dir/main/php_config.h"; then
+    die "$php_config is a non-thread-safe (NTS) PHP; tokio_php needs a ZTS build (--enable-zts). Unset PHP_CONFIG to build one."
+  fi
+  local libdir
+  libdir=$("$php_config" --prefix)/lib
+  if [ ! -e "$libdir/libphp.so" ] && ! ls "$libdir"/libphp*.so >/dev/null 2>&1; then
+    die "$php_config has no libphp in $libdir; PHP must be built with --enable-embed"
+  fi
+}
+
+if [ -n "${PHP_CONFIG:-}" ]; then
+  check_php_config "$PHP_CONFIG"
+  echo "$PHP_CONFIG"
+  exit 0
+fi
+
+cache=${TOKIO_PHP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tokio_php}
+prefix="$cache/php-8.2-zts"
+jobs=${PHP_BUILD_JOBS:-$(nproc)}
+
+# Extensions are listed explicitly so a build never silently lacks one an app expects.
+CONFIGURE_FLAGS=(
+  --prefix="$prefix"
+  --with-config-file-path="$prefix/etc"
+  --with-config-file-scan-dir="$prefix/etc/conf.d"
+  --enable-embed=shared
+  --enable-zts
+  --disable-zend-signals
+  --enable-zend-max-execution-timers
+  --disable-cgi
+  --disable-phpdbg
+  --enable-cli
+  --enable-opcache
+  --enable-ctype
+  --enable-dom
+  --enable-fileinfo
+  --enable-filter
+  --with-iconv
+  --enable-mbstring
+  --with-openssl
+  --with-curl
+  --with-zlib
+  --with-pdo-sqlite
+  --with-sqlite3
+  --enable-mysqlnd
+  --with-mysqli=mysqlnd
+  --with-pdo-mysql=mysqlnd
+  --enable-session
+  --enable-tokenizer
+  --enable-xml
+  --enable-simplexml
+  --enable-xmlreader
+  --enable-xmlwriter
+  --enable-bcmath
+  --enable-sockets
+  --enable-exif
+)
+flags_id=$(printf '%s\n' "${CONFIGURE_FLAGS[@]}" | sha256sum | cut -c1-16)
+marker="$prefix/.tokio_php-build-complete"
+
+if [ -f "$marker" ] && [ "$(cat "$marker")" = "$flags_id" ] && [ -x "$prefix/bin/php-config" ]; then
+  echo "$prefix/bin/php-config"
+  exit 0
+fi
+
+"$here/install-deps.sh"
+
+# Debian's source package: its orig tarball is the pristine upstream release (as the official
+# docker image uses); Debian's own patches are left out so both builds behave alike.
+ensure_deb_src() {
+  if apt-get source --print-uris -qq php8.2 >/dev/null 2>&1; then
+    return
+  fi
+  log "adding deb-src entries for Debian's sources"
+  local list=/etc/apt/sources.list.d/tokio-php-deb-src.sources
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources >"$list"
+  elif [ -f /etc/apt/sources.list ]; then
+    grep '^deb ' /etc/apt/sources.list | sed 's/^deb /deb-src /' >/etc/apt/sources.list.d/tokio-php-deb-src.list
+  else
+    die "no apt sources found to derive a deb-src entry from"
+  fi
+  apt-get update -qq
+}
+
+# Mirrors sometimes list a security release whose files are not (yet) there: try every version
+# the index knows, newest first.
+download_source() {
+  local dest=$1 version
+  for version in $(apt-cache showsrc php8.2 | sed -n 's/^Version: //p' | sort -rV); do
+    log "downloading php8.2 $version source package"
+    if (cd "$dest" && apt-get source --download-only -qq "php8.2=$version" >/dev/null 2>&1); then
+      return 0
+    fi
+    log "php8.2 $version is not downloadable, trying an older one"
+  done
+  die "could not download the php8.2 source package (is a deb-src entry reachable?)"
+}
+
+fetch_source() {
+  local src_root="$cache/src"
+  mkdir -p "$src_root"
+  local tarball
+  tarball=$(ls "$src_root"/php8.2_*.orig.tar.* 2>/dev/null | head -n1 || true)
+  if [ -z "$tarball" ]; then
+    ensure_deb_src
+    download_source "$src_root"
+    tarball=$(ls "$src_root"/php8.2_*.orig.tar.* | head -n1)
+  fi
+  local dir="$src_root/php-src"
+  if [ ! -f "$dir/configure" ]; then
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    tar -xf "$tarball" -C "$dir" --strip-components=1
+  fi
+  echo "$dir"
+}
+
+src=$(fetch_source)
+log "building PHP in $src -> $prefix (make -j$jobs; about 10 minutes on 2 cores)"
+cd "$src"
+if [ ! -f Makefile ] || [ "$(cat .tokio_php-configured 2>/dev/null)" != "$flags_id" ]; then
+  ./configure "${CONFIGURE_FLAGS[@]}" >configure.log 2>&1 || { tail -n 40 configure.log >&2; die "configure failed (see $src/configure.log)"; }
+  echo "$flags_id" >.tokio_php-configured
+fi
+make -j"$jobs" >make.log 2>&1 || { tail -n 40 make.log >&2; die "make failed (see $src/make.log)"; }
+rm -rf "$prefix"
+make install >install.log 2>&1 || { tail -n 40 install.log >&2; die "make install failed (see $src/install.log)"; }
+mkdir -p "$prefix/etc/conf.d"
+echo "zend_extension=opcache" >"$prefix/etc/conf.d/10-opcache.ini"
+
+check_php_config "$prefix/bin/php-config"
+echo "$flags_id" >"$marker"
+log "done"
+echo "$prefix/bin/php-config"

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian packages needed to build PHP (ZTS) and tokio_php itself.
+# Idempotent: apt is only touched when a package is missing.
+set -euo pipefail
+
+PACKAGES=(
+  # toolchain for PHP and the C shim
+  build-essential pkg-config autoconf bison re2c dpkg-dev xz-utils
+  # bindgen loads libclang at build time
+  libclang-dev
+  # libraries behind the PHP extensions real apps expect
+  libxml2-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev zlib1g-dev libonig-dev
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO=sudo
+else
+  SUDO=
+fi
+
+echo "install-deps: installing ${missing[*]}" >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

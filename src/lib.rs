@@ -1,0 +1,26 @@
+//! tokio_php: an async HTTP server that runs PHP in-process.
+//!
+//! Requests are served by hyper (HTTP/1.1 and h2c) and handled by a tower stack whose innermost
+//! service, [`php::PhpService`], runs each request's script on a pool of OS threads that each hold
+//! their own thread-safe (ZTS) PHP context, driven through tokio_php's own SAPI.
+//!
+//! Start PHP ([`php::PhpRuntime`]) before the tokio runtime, then a [`php::PhpPool`], then serve
+//! a [`php::PhpService`] (wrapped in whatever tower layers you like) with [`server::serve`].
+#![warn(missing_docs)]
+#![deny(unreachable_pub)]
+
+pub mod config;
+mod conn_info;
+pub mod php;
+pub mod server;
+mod stub;
+
+pub use config::Config;
+pub use conn_info::ConnInfo;
+pub use stub::StubService;
+
+/// Errors from bodies and services, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `SERVER_SOFTWARE` and the `Server` identity of this build.
+pub const SERVER_SOFTWARE: &str = concat!("tokio_php/", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,101 @@
+//! The tokio_php server binary: configuration from the environment, PHP started before the tokio
+//! runtime, then the service served until SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio_php::php::{
+    DocumentRoot, PhpPool, PhpRuntime, PhpRuntimeConfig, PhpService, PhpServiceConfig,
+};
+use tokio_php::server::{self, ServeConfig};
+use tokio_php::{Config, StubService};
+
+fn main() -> ExitCode {
+    let config = Config::load();
+    init_logging(&config);
+    match run(&config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.rust_log).unwrap_or_else(|e| {
+        eprintln!(
+            "error: RUST_LOG={:?} is not a valid log filter: {e}",
+            config.rust_log
+        );
+        std::process::exit(2);
+    });
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+fn run(config: &Config) -> Result<(), String> {
+    if config.use_stub {
+        tracing::info!("USE_STUB=1: answering every request with an empty 200, PHP not started");
+        return serve(config, StubService);
+    }
+    if !config.use_ext {
+        tracing::info!(
+            "USE_EXT=0 accepted: tokio_php has one native executor and uses it either way"
+        );
+    }
+    let document_root = DocumentRoot::new(&config.document_root)
+        .map_err(|e| format!("DOCUMENT_ROOT={}: {e}", config.document_root.display()))?;
+    let pool_config = config.pool();
+
+    // PHP first, while this is the only thread: module startup (OPcache preload) may fork.
+    let runtime = PhpRuntime::start(PhpRuntimeConfig {
+        thread_hint: pool_config.effective_workers(),
+        ..PhpRuntimeConfig::default()
+    })
+    .map_err(|e| format!("starting PHP: {e}"))?;
+    let pool = PhpPool::start(pool_config).map_err(|e| format!("starting PHP workers: {e}"))?;
+
+    let service_config = PhpServiceConfig {
+        body_limits: config.body_limits(),
+        ..PhpServiceConfig::new(document_root)
+    };
+    let service = PhpService::new(&pool, service_config);
+    let served = serve(config, service);
+
+    if !pool.shutdown(Duration::from_secs(30)) {
+        tracing::warn!("PHP workers still busy after 30s; exiting without PHP shutdown");
+        return served;
+    }
+    runtime.shutdown();
+    served
+}
+
+fn serve<S>(config: &Config, service: S) -> Result<(), String>
+where
+    S: tower::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<tokio_php::php::PhpBody>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the async runtime: {e}"))?;
+    tokio.block_on(async {
+        let listener = server::bind(config.listen_addr)
+            .await
+            .map_err(|e| format!("LISTEN_ADDR={}: {e}", config.listen_addr))?;
+        let serve_config = ServeConfig {
+            header_read_timeout: config.header_read_timeout,
+            ..ServeConfig::default()
+        };
+        server::serve(listener, service, serve_config, server::shutdown_signal())
+            .await
+            .map_err(|e| format!("serving: {e}"))
+    })
+}

@@ -1,0 +1,21 @@
+//! PHP inside the process: the runtime, the worker pool and [`PhpService`].
+//!
+//! This is the only module with `unsafe` code: it calls the C SAPI shim in `ext/`, which owns
+//! everything that touches PHP's globals or can longjmp.
+
+mod body;
+mod channel;
+mod ffi;
+mod pool;
+mod request;
+mod response;
+mod runtime;
+mod script;
+mod service;
+
+pub use body::BodyLimits;
+pub use pool::{PhpPool, PoolConfig, PoolStats};
+pub use response::PhpBody;
+pub use runtime::{has_thread_timers, version, PhpRuntime, PhpRuntimeConfig, PhpStartError};
+pub use script::{DocumentRoot, Resolution, Script};
+pub use service::{PhpService, PhpServiceConfig, ResponseFuture};

@@ -1,0 +1,324 @@
+//! The PHP worker pool: `workers` OS threads, each with its own ZTS context, pulling jobs from one
+//! bounded MPMC queue.
+
+use std::ffi::c_void;
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use tokio::sync::oneshot;
+
+use super::ffi;
+use super::request::PhpRequest;
+use super::response::{Exchange, OutputSettings, ResponseStart};
+
+/// PHP threads need far more stack than Rust's 2 MiB default (deep recursion, the compiler).
+const WORKER_STACK_SIZE: usize = 16 * 1024 * 1024;
+
+/// Sizing of a [`PhpPool`].
+#[derive(Debug, Clone, Copy)]
+pub struct PoolConfig {
+    /// Worker threads; 0 = available parallelism.
+    pub workers: usize,
+    /// Requests that may wait for a worker; 0 = workers × 100. Beyond it requests get 503.
+    pub queue_capacity: usize,
+    /// Output is sent to the client in chunks of about this size.
+    pub chunk_size: usize,
+    /// Output buffered for a slow client before the script blocks.
+    pub output_buffer_limit: usize,
+    /// A client that accepts no output for this long is treated as gone.
+    pub write_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            workers: 0,
+            queue_capacity: 0,
+            chunk_size: 16 * 1024,
+            output_buffer_limit: 256 * 1024,
+            write_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl PoolConfig {
+    /// The number of workers after resolving 0.
+    pub fn effective_workers(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// The queue capacity after resolving 0.
+    pub fn effective_queue_capacity(&self) -> usize {
+        if self.queue_capacity > 0 {
+            self.queue_capacity
+        } else {
+            self.effective_workers() * 100
+        }
+    }
+}
+
+/// One request waiting for, or running on, a worker.
+pub(crate) struct Job {
+    pub(crate) request: PhpRequest,
+    pub(crate) reply: oneshot::Sender<ResponseStart>,
+    pub(crate) queued_at: Instant,
+}
+
+/// Why a job was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Rejected {
+    /// Every worker is busy and the queue is full.
+    QueueFull,
+    /// The pool is shut down.
+    Closed,
+}
+
+struct Shared {
+    jobs: Receiver<Job>,
+    stop: Receiver<()>,
+    output: OutputSettings,
+    busy: AtomicUsize,
+    live: Mutex<usize>,
+    all_stopped: Condvar,
+}
+
+/// The submitting side, shared by every clone of the service.
+#[derive(Clone)]
+pub(crate) struct Submitter {
+    jobs: Sender<Job>,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Submitter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Submitter")
+            .field("queued", &self.jobs.len())
+            .finish()
+    }
+}
+
+impl Submitter {
+    pub(crate) fn try_submit(&self, job: Job) -> Result<(), Rejected> {
+        self.jobs.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => Rejected::QueueFull,
+            TrySendError::Disconnected(_) => Rejected::Closed,
+        })
+    }
+
+    pub(crate) fn stats(&self) -> PoolStats {
+        PoolStats {
+            busy_workers: self.shared.busy.load(Ordering::Relaxed),
+            live_workers: *lock(&self.shared.live),
+            queued: self.jobs.len(),
+        }
+    }
+}
+
+/// A snapshot of the pool's load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Workers running a script right now.
+    pub busy_workers: usize,
+    /// Worker threads alive.
+    pub live_workers: usize,
+    /// Requests waiting for a worker.
+    pub queued: usize,
+}
+
+/// The pool of PHP worker threads. Dropping it (or [`PhpPool::shutdown`]) stops the workers once
+/// the queued requests are done.
+pub struct PhpPool {
+    submitter: Submitter,
+    stop: Option<Sender<()>>,
+    workers: usize,
+    queue_capacity: usize,
+}
+
+impl fmt::Debug for PhpPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PhpPool")
+            .field("workers", &self.workers)
+            .field("queue_capacity", &self.queue_capacity)
+            .finish()
+    }
+}
+
+impl PhpPool {
+    /// Starts the worker threads. PHP must be started ([`PhpRuntime::start`](super::PhpRuntime)).
+    pub fn start(config: PoolConfig) -> io::Result<PhpPool> {
+        let workers = config.effective_workers();
+        let queue_capacity = config.effective_queue_capacity();
+        let (job_tx, job_rx) = crossbeam_channel::bounded(queue_capacity);
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+        let shared = Arc::new(Shared {
+            jobs: job_rx,
+            stop: stop_rx,
+            output: OutputSettings {
+                chunk_size: config.chunk_size.max(1),
+                buffer_limit: config.output_buffer_limit.max(1),
+                write_timeout: config.write_timeout,
+            },
+            busy: AtomicUsize::new(0),
+            live: Mutex::new(0),
+            all_stopped: Condvar::new(),
+        });
+        for id in 0..workers {
+            spawn_worker(id, shared.clone())?;
+        }
+        tracing::info!(workers, queue_capacity, "PHP worker pool started");
+        Ok(PhpPool {
+            submitter: Submitter {
+                jobs: job_tx,
+                shared,
+            },
+            stop: Some(stop_tx),
+            workers,
+            queue_capacity,
+        })
+    }
+
+    /// The number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// The queue capacity.
+    pub fn queue_capacity(&self) -> usize {
+        self.queue_capacity
+    }
+
+    /// Current load.
+    pub fn stats(&self) -> PoolStats {
+        self.submitter.stats()
+    }
+
+    pub(crate) fn submitter(&self) -> Submitter {
+        self.submitter.clone()
+    }
+
+    /// Lets the workers finish the queued requests, then stops them and waits (up to `timeout`)
+    /// for every thread to exit. Returns whether all did.
+    pub fn shutdown(mut self, timeout: Duration) -> bool {
+        self.stop.take();
+        let live = lock(&self.submitter.shared.live);
+        let (live, result) = self
+            .submitter
+            .shared
+            .all_stopped
+            .wait_timeout_while(live, timeout, |live| *live > 0)
+            .unwrap_or_else(|e| e.into_inner());
+        drop(live);
+        !result.timed_out()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn spawn_worker(id: usize, shared: Arc<Shared>) -> io::Result<()> {
+    *lock(&shared.live) += 1;
+    let spawned = thread::Builder::new()
+        .name(format!("php-worker-{id}"))
+        .stack_size(WORKER_STACK_SIZE)
+        .spawn({
+            let shared = shared.clone();
+            move || worker_main(id, shared)
+        });
+    if spawned.is_err() {
+        worker_exited(&shared);
+    }
+    spawned.map(drop)
+}
+
+fn worker_exited(shared: &Shared) {
+    let mut live = lock(&shared.live);
+    *live -= 1;
+    if *live == 0 {
+        shared.all_stopped.notify_all();
+    }
+}
+
+/// Whether the worker thread may take another job.
+enum ThreadState {
+    Healthy,
+    /// PHP's state on this thread is suspect (a bailout escaped request shutdown).
+    Unusable,
+}
+
+fn worker_main(id: usize, shared: Arc<Shared>) {
+    let c_id = i32::try_from(id).unwrap_or(i32::MAX);
+    // SAFETY: first PHP call on this new thread; PHP was started before any pool.
+    unsafe { ffi::tp_thread_start(c_id) };
+    let mut state = ThreadState::Healthy;
+    while let Some(job) = next_job(&shared) {
+        if job.reply.is_closed() {
+            continue; // the client left while the request was queued
+        }
+        shared.busy.fetch_add(1, Ordering::Relaxed);
+        state = run_job(job, shared.output);
+        shared.busy.fetch_sub(1, Ordering::Relaxed);
+        if matches!(state, ThreadState::Unusable) {
+            break;
+        }
+    }
+    // SAFETY: last PHP call on this thread; no request is running.
+    unsafe { ffi::tp_thread_stop() };
+
+    let stopping = matches!(
+        shared.stop.try_recv(),
+        Err(crossbeam_channel::TryRecvError::Disconnected)
+    );
+    if matches!(state, ThreadState::Unusable) && !stopping {
+        tracing::warn!(
+            worker = id,
+            "PHP worker thread retired after an unrecoverable error; starting a fresh one"
+        );
+        if let Err(e) = spawn_worker(id, shared.clone()) {
+            tracing::error!(worker = id, error = %e, "could not start a replacement PHP worker");
+        }
+    }
+    worker_exited(&shared);
+}
+
+/// The next job; after shutdown is signalled, drains what is queued, then `None`.
+fn next_job(shared: &Shared) -> Option<Job> {
+    crossbeam_channel::select_biased! {
+        recv(shared.jobs) -> job => job.ok(),
+        recv(shared.stop) -> _ => shared.jobs.try_recv().ok(),
+    }
+}
+
+fn run_job(job: Job, output: OutputSettings) -> ThreadState {
+    let Job {
+        mut request,
+        reply,
+        queued_at,
+    } = job;
+    tracing::trace!(
+        queued_us = queued_at.elapsed().as_micros() as u64,
+        "PHP request dequeued"
+    );
+    let body = std::mem::replace(&mut request.body, super::body::RequestBody::empty());
+    let mut exchange = Exchange::new(body, reply, output);
+    let mut entries = Vec::new();
+    let ctx: *mut Exchange = &mut exchange;
+    let c_request = request.as_ffi(&mut entries, ctx.cast::<c_void>());
+    // SAFETY: `c_request` points into `request` and `entries`, which outlive the call; `ctx`
+    // points at `exchange`, which Rust does not touch until the call returns.
+    let outcome = unsafe { ffi::tp_execute(&c_request) };
+    exchange.finish();
+    match outcome {
+        ffi::tp_outcome::TP_OUTCOME_OK => ThreadState::Healthy,
+        ffi::tp_outcome::TP_OUTCOME_THREAD_UNUSABLE => ThreadState::Unusable,
+    }
+}

@@ -1,0 +1,420 @@
+//! Turns an HTTP request into what PHP's SAPI needs: `SG(request_info)` fields and `$_SERVER`.
+
+use std::ffi::{c_void, CString};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::request::Parts;
+use http::{header, HeaderMap, Version};
+
+use super::body::RequestBody;
+use super::ffi;
+use super::script::{filename_bytes, Script};
+use crate::ConnInfo;
+
+/// Server-wide values that appear in every request's `$_SERVER`.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerIdentity {
+    pub(crate) software: String,
+    pub(crate) document_root: String,
+}
+
+/// Everything one PHP request needs, owned, ready to hand to a worker thread.
+#[derive(Debug)]
+pub(crate) struct PhpRequest {
+    method: CString,
+    request_uri: CString,
+    query_string: CString,
+    script_filename: CString,
+    content_type: Option<CString>,
+    content_length: i64,
+    cookie: Option<CString>,
+    authorization: Option<CString>,
+    proto_num: i32,
+    request_time: f64,
+    server_vars: ServerVars,
+    pub(crate) body: RequestBody,
+}
+
+/// A request that cannot be given to PHP (a NUL byte where PHP needs a C string).
+#[derive(Debug)]
+pub(crate) struct InvalidRequest;
+
+impl PhpRequest {
+    pub(crate) fn new(
+        parts: &Parts,
+        script: &Script,
+        body: RequestBody,
+        conn: &ConnInfo,
+        identity: &ServerIdentity,
+    ) -> Result<Self, InvalidRequest> {
+        let body_len = body.len();
+        let has_body = body_len > 0 || parts.headers.contains_key(header::CONTENT_LENGTH);
+        let content_length = if has_body {
+            body_len.to_string()
+        } else {
+            String::new()
+        };
+        let content_type = header_str(&parts.headers, header::CONTENT_TYPE);
+        let query = parts.uri.query().unwrap_or("");
+        let request_uri = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string();
+        let cookie = joined_cookies(&parts.headers);
+        let request_time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+
+        let mut vars = ServerVars::default();
+        add_cgi_vars(
+            &mut vars,
+            parts,
+            script,
+            conn,
+            identity,
+            &request_uri,
+            query,
+        );
+        vars.add("CONTENT_TYPE", content_type.unwrap_or(""));
+        vars.add("CONTENT_LENGTH", &content_length);
+        add_header_vars(&mut vars, &parts.headers, cookie.as_deref());
+
+        Ok(PhpRequest {
+            method: c_string(parts.method.as_str())?,
+            request_uri: c_string(request_uri.as_str())?,
+            query_string: c_string(query)?,
+            script_filename: c_string(filename_bytes(&script.filename))?,
+            content_type: content_type.map(c_string).transpose()?,
+            content_length: body_len as i64,
+            cookie: cookie.map(c_string).transpose()?,
+            authorization: header_str(&parts.headers, header::AUTHORIZATION)
+                .map(c_string)
+                .transpose()?,
+            proto_num: proto_num(parts.version),
+            request_time,
+            server_vars: vars,
+            body,
+        })
+    }
+
+    /// The C view of this request. `entries` must outlive the returned struct's use and is
+    /// filled here; `ctx` is handed back to the host callbacks.
+    pub(crate) fn as_ffi(
+        &mut self,
+        entries: &mut Vec<ffi::tp_server_var>,
+        ctx: *mut c_void,
+    ) -> ffi::tp_request {
+        self.server_vars.fill_entries(entries);
+        ffi::tp_request {
+            method: self.method.as_ptr().cast_mut(),
+            request_uri: self.request_uri.as_ptr().cast_mut(),
+            query_string: self.query_string.as_ptr().cast_mut(),
+            script_filename: self.script_filename.as_ptr().cast_mut(),
+            content_type: optional_ptr(&self.content_type),
+            content_length: self.content_length,
+            cookie: optional_ptr(&self.cookie),
+            authorization: optional_ptr(&self.authorization),
+            proto_num: self.proto_num,
+            request_time: self.request_time,
+            server_vars: entries.as_ptr(),
+            server_vars_len: entries.len(),
+            ctx,
+        }
+    }
+}
+
+fn optional_ptr(s: &Option<CString>) -> *mut std::ffi::c_char {
+    s.as_ref()
+        .map_or(std::ptr::null_mut(), |s| s.as_ptr().cast_mut())
+}
+
+fn c_string(s: impl Into<Vec<u8>>) -> Result<CString, InvalidRequest> {
+    CString::new(s).map_err(|_| InvalidRequest)
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// HTTP/2 may split cookies over several fields; PHP expects one `; `-joined string.
+fn joined_cookies(headers: &HeaderMap) -> Option<String> {
+    let mut values = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let first = values.next()?;
+    Some(values.fold(first.to_string(), |mut all, v| {
+        all.push_str("; ");
+        all.push_str(v);
+        all
+    }))
+}
+
+fn proto_num(version: Version) -> i32 {
+    match version {
+        Version::HTTP_09 => 900,
+        Version::HTTP_10 => 1000,
+        Version::HTTP_2 => 2000,
+        Version::HTTP_3 => 3000,
+        _ => 1001,
+    }
+}
+
+fn server_protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// The CGI/1.1 variables nginx's `fastcgi_params` gives php-fpm.
+fn add_cgi_vars(
+    vars: &mut ServerVars,
+    parts: &Parts,
+    script: &Script,
+    conn: &ConnInfo,
+    identity: &ServerIdentity,
+    request_uri: &str,
+    query: &str,
+) {
+    let host = request_host(parts);
+    let server_name = host
+        .as_deref()
+        .map(strip_port)
+        .unwrap_or_default()
+        .to_string();
+    let server_name = if server_name.is_empty() {
+        conn.local_addr.ip().to_string()
+    } else {
+        server_name
+    };
+    let script_filename = String::from_utf8_lossy(filename_bytes(&script.filename));
+    let document_uri = format!("{}{}", script.script_name, script.path_info);
+
+    vars.add("GATEWAY_INTERFACE", "CGI/1.1");
+    vars.add("SERVER_SOFTWARE", &identity.software);
+    vars.add("SERVER_PROTOCOL", server_protocol(parts.version));
+    vars.add("SERVER_NAME", &server_name);
+    vars.add("SERVER_ADDR", &conn.local_addr.ip().to_string());
+    vars.add("SERVER_PORT", &conn.local_addr.port().to_string());
+    vars.add("REMOTE_ADDR", &conn.remote_addr.ip().to_string());
+    vars.add("REMOTE_PORT", &conn.remote_addr.port().to_string());
+    vars.add("REQUEST_SCHEME", if conn.tls { "https" } else { "http" });
+    if conn.tls {
+        vars.add("HTTPS", "on");
+    }
+    vars.add("DOCUMENT_ROOT", &identity.document_root);
+    vars.add("REQUEST_METHOD", parts.method.as_str());
+    vars.add("REQUEST_URI", request_uri);
+    vars.add("QUERY_STRING", query);
+    vars.add("DOCUMENT_URI", &document_uri);
+    vars.add("SCRIPT_NAME", &script.script_name);
+    vars.add("SCRIPT_FILENAME", &script_filename);
+    vars.add("PHP_SELF", &document_uri);
+    if !script.path_info.is_empty() {
+        vars.add("PATH_INFO", &script.path_info);
+        vars.add(
+            "PATH_TRANSLATED",
+            &format!("{}{}", identity.document_root, script.path_info),
+        );
+    }
+    vars.add("REDIRECT_STATUS", "200");
+    if let Some(host) = host {
+        if !parts.headers.contains_key(header::HOST) {
+            // HTTP/2 carries the host in :authority, which never appears as a header.
+            vars.add("HTTP_HOST", &host);
+        }
+    }
+}
+
+fn request_host(parts: &Parts) -> Option<String> {
+    header_str(&parts.headers, header::HOST)
+        .map(str::to_string)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_string()))
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
+/// Every request header as `HTTP_*`. Names containing `_` are dropped (as nginx does), so a
+/// client cannot forge e.g. `HTTP_X_FORWARDED_FOR` through `X_Forwarded_For`.
+fn add_header_vars(vars: &mut ServerVars, headers: &HeaderMap, cookie: Option<&str>) {
+    let mut key = String::with_capacity(64);
+    for name in headers.keys() {
+        let name = name.as_str();
+        if name.contains('_') {
+            continue;
+        }
+        key.clear();
+        key.push_str("HTTP_");
+        key.extend(name.chars().map(|c| match c {
+            '-' => '_',
+            c => c.to_ascii_uppercase(),
+        }));
+        if name == "cookie" {
+            vars.add(&key, cookie.unwrap_or(""));
+            continue;
+        }
+        let mut values = headers.get_all(name).iter();
+        let Some(first) = values.next() else { continue };
+        let mut value = first.as_bytes().to_vec();
+        for more in values {
+            value.extend_from_slice(b", ");
+            value.extend_from_slice(more.as_bytes());
+        }
+        vars.add_bytes(&key, &value);
+    }
+}
+
+/// `$_SERVER` entries in one buffer: `key\0value\0` pairs, so building them costs two
+/// allocations rather than two per variable.
+#[derive(Debug, Default)]
+struct ServerVars {
+    buffer: Vec<u8>,
+    /// (key offset, key length, value offset, value length) into `buffer`.
+    spans: Vec<(usize, usize, usize, usize)>,
+}
+
+impl ServerVars {
+    fn add(&mut self, key: &str, value: &str) {
+        self.add_bytes(key, value.as_bytes());
+    }
+
+    fn add_bytes(&mut self, key: &str, value: &[u8]) {
+        let key_at = self.buffer.len();
+        self.buffer.extend_from_slice(key.as_bytes());
+        self.buffer.push(0);
+        let value_at = self.buffer.len();
+        self.buffer.extend_from_slice(value);
+        self.buffer.push(0);
+        self.spans.push((key_at, key.len(), value_at, value.len()));
+    }
+
+    fn fill_entries(&self, entries: &mut Vec<ffi::tp_server_var>) {
+        let base = self.buffer.as_ptr().cast::<std::ffi::c_char>();
+        entries.clear();
+        entries.extend(self.spans.iter().map(|&(k, kl, v, vl)| ffi::tp_server_var {
+            key: ffi::tp_str {
+                ptr: base.wrapping_add(k),
+                len: kl,
+            },
+            value: ffi::tp_str {
+                ptr: base.wrapping_add(v),
+                len: vl,
+            },
+        }));
+    }
+
+    #[cfg(test)]
+    fn get(&self, key: &str) -> Option<&[u8]> {
+        self.spans
+            .iter()
+            .find(|&&(k, kl, _, _)| &self.buffer[k..k + kl] == key.as_bytes())
+            .map(|&(_, _, v, vl)| &self.buffer[v..v + vl])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn build(request: http::Request<()>) -> PhpRequest {
+        let (parts, ()) = request.into_parts();
+        let script = Script {
+            script_name: "/app.php".into(),
+            filename: PathBuf::from("/srv/www/app.php"),
+            path_info: "/x/y".into(),
+        };
+        let conn = ConnInfo::tcp(
+            "127.0.0.1:8080".parse().unwrap(),
+            "10.0.0.7:51000".parse().unwrap(),
+        );
+        let identity = ServerIdentity {
+            software: "tokio_php/test".into(),
+            document_root: "/srv/www".into(),
+        };
+        PhpRequest::new(&parts, &script, RequestBody::empty(), &conn, &identity).unwrap()
+    }
+
+    fn var<'a>(request: &'a PhpRequest, key: &str) -> Option<&'a str> {
+        request
+            .server_vars
+            .get(key)
+            .map(|v| std::str::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn cgi_variables_are_complete() {
+        let request = build(
+            http::Request::get("/app.php/x/y?a=1&b=2")
+                .header("host", "example.test:8080")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(var(&request, "REQUEST_URI"), Some("/app.php/x/y?a=1&b=2"));
+        assert_eq!(var(&request, "QUERY_STRING"), Some("a=1&b=2"));
+        assert_eq!(var(&request, "SCRIPT_NAME"), Some("/app.php"));
+        assert_eq!(var(&request, "SCRIPT_FILENAME"), Some("/srv/www/app.php"));
+        assert_eq!(var(&request, "PATH_INFO"), Some("/x/y"));
+        assert_eq!(var(&request, "PHP_SELF"), Some("/app.php/x/y"));
+        assert_eq!(var(&request, "SERVER_NAME"), Some("example.test"));
+        assert_eq!(var(&request, "SERVER_PORT"), Some("8080"));
+        assert_eq!(var(&request, "REMOTE_ADDR"), Some("10.0.0.7"));
+        assert_eq!(var(&request, "REMOTE_PORT"), Some("51000"));
+        assert_eq!(var(&request, "SERVER_PROTOCOL"), Some("HTTP/1.1"));
+        assert_eq!(var(&request, "HTTP_HOST"), Some("example.test:8080"));
+        assert_eq!(var(&request, "CONTENT_LENGTH"), Some(""));
+        assert_eq!(var(&request, "HTTPS"), None);
+    }
+
+    #[test]
+    fn headers_with_underscores_cannot_spoof_http_vars() {
+        let request = build(
+            http::Request::get("/")
+                .header("x-forwarded-for", "1.1.1.1")
+                .header("x_real_ip", "6.6.6.6")
+                .header("accept", "a")
+                .header("accept", "b")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(var(&request, "HTTP_X_FORWARDED_FOR"), Some("1.1.1.1"));
+        assert_eq!(var(&request, "HTTP_X_REAL_IP"), None);
+        assert_eq!(var(&request, "HTTP_ACCEPT"), Some("a, b"));
+    }
+
+    #[test]
+    fn split_cookie_fields_are_joined() {
+        let request = build(
+            http::Request::get("/")
+                .header("cookie", "a=1")
+                .header("cookie", "b=2")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(
+            request.cookie.as_ref().unwrap().to_str().unwrap(),
+            "a=1; b=2"
+        );
+        assert_eq!(var(&request, "HTTP_COOKIE"), Some("a=1; b=2"));
+    }
+
+    #[test]
+    fn http_versions_map_to_server_protocol() {
+        let mut request = http::Request::get("/").body(()).unwrap();
+        *request.version_mut() = Version::HTTP_2;
+        let request = build(request);
+        assert_eq!(var(&request, "SERVER_PROTOCOL"), Some("HTTP/2.0"));
+        assert_eq!(request.proto_num, 2000);
+    }
+}

@@ -1,0 +1,224 @@
+//! Maps a request path to a PHP script under the document root, as nginx's
+//! `fastcgi_split_path_info ^(.+\.php)(/.*)$` + `index index.php` would, refusing anything that
+//! could reach outside the root.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use percent_encoding::percent_decode;
+
+/// The name tried in directories.
+const INDEX_SCRIPT: &str = "index.php";
+
+/// A canonical document root.
+#[derive(Debug, Clone)]
+pub struct DocumentRoot {
+    root: PathBuf,
+}
+
+/// Where a request path leads.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// A PHP script to run.
+    Script(Script),
+    /// Nothing to run at this path.
+    NotFound,
+    /// The path tries to leave the root or is malformed (`..`, NUL, backslash, symlink escape).
+    Forbidden,
+}
+
+/// A resolved primary script.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Script {
+    /// `SCRIPT_NAME`: the decoded URL path of the script, e.g. `/blog/index.php`.
+    pub script_name: String,
+    /// `SCRIPT_FILENAME`: the script's absolute path on disk.
+    pub filename: PathBuf,
+    /// `PATH_INFO`: the decoded rest of the path after the script, e.g. `/posts/1` (may be empty).
+    pub path_info: String,
+}
+
+impl DocumentRoot {
+    /// Canonicalises `root`; it must be an existing directory.
+    pub fn new(root: impl AsRef<Path>) -> io::Result<Self> {
+        let root = root.as_ref().canonicalize()?;
+        if !root.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", root.display()),
+            ));
+        }
+        Ok(DocumentRoot { root })
+    }
+
+    /// The canonical path of the root.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// Resolves the (still percent-encoded) path of a request URI.
+    pub fn resolve(&self, uri_path: &str) -> Resolution {
+        let Some(segments) = decode_segments(uri_path) else {
+            return Resolution::Forbidden;
+        };
+        match self.find_script(&segments) {
+            Some((script_len, filename)) => self.confine(&segments, script_len, filename),
+            None => Resolution::NotFound,
+        }
+    }
+
+    /// Finds the first `*.php` segment that is a file, or the directory index for the whole path.
+    /// Returns how many segments make up the script's URL path and the script's file.
+    fn find_script(&self, segments: &[String]) -> Option<(usize, PathBuf)> {
+        let mut path = self.root.clone();
+        for (i, segment) in segments.iter().enumerate() {
+            path.push(segment);
+            if segment.ends_with(".php") && path.is_file() {
+                return Some((i + 1, path));
+            }
+        }
+        let index = path.join(INDEX_SCRIPT);
+        (path.is_dir() && index.is_file()).then_some((segments.len(), index))
+    }
+
+    /// Builds the script if its real path (symlinks followed) is still inside the root.
+    fn confine(&self, segments: &[String], script_len: usize, filename: PathBuf) -> Resolution {
+        let Ok(real) = filename.canonicalize() else {
+            return Resolution::NotFound;
+        };
+        if !real.starts_with(&self.root) {
+            return Resolution::Forbidden;
+        }
+        let mut script_name = join_url_path(&segments[..script_len]);
+        if filename.file_name() == Some(OsStr::new(INDEX_SCRIPT))
+            && script_len == segments.len()
+            && !script_name.ends_with(".php")
+        {
+            script_name = format!("{}/{INDEX_SCRIPT}", script_name.trim_end_matches('/'));
+        }
+        let path_info = if script_len < segments.len() {
+            join_url_path(&segments[script_len..])
+        } else {
+            String::new()
+        };
+        Resolution::Script(Script {
+            script_name,
+            filename,
+            path_info,
+        })
+    }
+}
+
+/// Percent-decodes the path and splits it into segments, dropping empty and `.` segments.
+/// `None` for anything that could step outside the root or confuse the filesystem.
+fn decode_segments(uri_path: &str) -> Option<Vec<String>> {
+    if !uri_path.starts_with('/') {
+        return None;
+    }
+    let decoded = percent_decode(uri_path.as_bytes()).collect::<Vec<u8>>();
+    if decoded.contains(&0) || decoded.contains(&b'\\') {
+        return None;
+    }
+    let decoded = String::from_utf8(decoded).ok()?;
+    let mut segments = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => return None,
+            s => segments.push(s.to_string()),
+        }
+    }
+    Some(segments)
+}
+
+fn join_url_path(segments: &[String]) -> String {
+    let mut path = String::new();
+    for segment in segments {
+        path.push('/');
+        path.push_str(segment);
+    }
+    if path.is_empty() {
+        path.push('/');
+    }
+    path
+}
+
+/// The script's path as a C string for PHP.
+pub(crate) fn filename_bytes(path: &Path) -> &[u8] {
+    path.as_os_str().as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> (tempfile::TempDir, DocumentRoot) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("www");
+        std::fs::create_dir_all(root.join("blog")).unwrap();
+        std::fs::create_dir_all(root.join("assets")).unwrap();
+        std::fs::write(root.join("index.php"), "<?php").unwrap();
+        std::fs::write(root.join("info.php"), "<?php").unwrap();
+        std::fs::write(root.join("blog/index.php"), "<?php").unwrap();
+        std::fs::write(root.join("assets/app.css"), "body{}").unwrap();
+        std::fs::write(dir.path().join("secret.php"), "<?php").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret.php"), root.join("escape.php")).unwrap();
+        let doc_root = DocumentRoot::new(&root).unwrap();
+        (dir, doc_root)
+    }
+
+    fn script(doc_root: &DocumentRoot, path: &str) -> Script {
+        match doc_root.resolve(path) {
+            Resolution::Script(s) => s,
+            other => panic!("{path}: expected a script, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn directories_run_their_index() {
+        let (_dir, root) = fixture();
+        let s = script(&root, "/");
+        assert_eq!(s.script_name, "/index.php");
+        assert_eq!(s.filename, root.path().join("index.php"));
+        assert_eq!(script(&root, "/blog/").script_name, "/blog/index.php");
+        assert_eq!(script(&root, "/blog").script_name, "/blog/index.php");
+    }
+
+    #[test]
+    fn path_info_follows_the_script() {
+        let (_dir, root) = fixture();
+        let s = script(&root, "/info.php/a/b%20c");
+        assert_eq!(s.script_name, "/info.php");
+        assert_eq!(s.path_info, "/a/b c");
+        assert_eq!(script(&root, "/blog/index.php").path_info, "");
+    }
+
+    #[test]
+    fn non_scripts_and_missing_files_are_not_found() {
+        let (_dir, root) = fixture();
+        assert_eq!(root.resolve("/assets/app.css"), Resolution::NotFound);
+        assert_eq!(root.resolve("/missing.php"), Resolution::NotFound);
+        assert_eq!(root.resolve("/assets/"), Resolution::NotFound);
+    }
+
+    #[test]
+    fn traversal_is_forbidden_in_every_spelling() {
+        let (_dir, root) = fixture();
+        for path in [
+            "/../secret.php",
+            "/blog/../../secret.php",
+            "/%2e%2e/secret.php",
+            "/%2E%2E/secret.php",
+            "/..%2fsecret.php",
+            "/info.php%00.txt",
+            "/..%5csecret.php",
+            "/a\\b.php",
+            "relative.php",
+            "/escape.php",
+        ] {
+            assert_eq!(root.resolve(path), Resolution::Forbidden, "{path}");
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Serving a tower service over TCP with hyper-util: HTTP/1.1 and HTTP/2 (h2c by prior
+//! knowledge) on every connection, with graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tower::Service;
+
+use crate::{BoxError, ConnInfo};
+
+/// Connection-level settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeConfig {
+    /// A client must send its request head within this time (slowloris protection).
+    pub header_read_timeout: Duration,
+    /// On shutdown, in-flight requests get this long to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            header_read_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Accepts connections on `listener` and serves `service` on each until `shutdown` completes,
+/// then stops accepting and lets open connections finish (up to `drain_timeout`).
+///
+/// Every request carries a [`ConnInfo`] extension.
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let local_addr = listener.local_addr()?;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+
+    tracing::info!(%local_addr, "listening");
+    loop {
+        let (stream, remote_addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(error) => {
+                    accept_error_pause(&error).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let info = ConnInfo::tcp(local_addr, remote_addr);
+        let service = WithConnInfo {
+            inner: service.clone(),
+            info,
+        };
+        tokio::spawn(serve_connection(
+            Arc::clone(&builder),
+            graceful.watcher(),
+            stream,
+            service,
+        ));
+    }
+
+    drop(listener);
+    tracing::info!("shutting down: draining open connections");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(config.drain_timeout) => {
+            tracing::warn!("drain timeout passed with connections still open");
+        }
+    }
+    Ok(())
+}
+
+/// Inserts the connection's [`ConnInfo`] into each request's extensions.
+#[derive(Debug, Clone)]
+struct WithConnInfo<S> {
+    inner: S,
+    info: ConnInfo,
+}
+
+impl<S, B> Service<Request<B>> for WithConnInfo<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> S::Future {
+        request.extensions_mut().insert(self.info);
+        self.inner.call(request)
+    }
+}
+
+/// A named generic `async fn` (not an inline `async` block) keeps the connection future's bounds
+/// provable (rust-lang/rust#64552).
+async fn serve_connection<S, B>(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    stream: TcpStream,
+    service: S,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let _ = stream.set_nodelay(true);
+    let connection =
+        builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+    if let Err(error) = watcher.watch(connection).await {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+/// Running out of file descriptors makes `accept` fail in a tight loop; back off briefly.
+async fn accept_error_pause(error: &io::Error) {
+    tracing::warn!(%error, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Binds a listener on `addr`.
+pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutdown signal received");
+}
