@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::error::{ContextKind, ContextValue};
+use clap::{CommandFactory, Parser};
 
 use crate::php::{BodyLimits, PoolConfig};
 
@@ -88,7 +89,19 @@ impl Config {
     /// Reads the configuration from the environment and command line, exiting with a message
     /// naming the offending variable on error.
     pub fn load() -> Config {
-        let config = Config::parse();
+        let config = Config::try_parse().unwrap_or_else(|error| {
+            let Some(variable) = variable_of(&error) else {
+                error.exit() // --help, --version, unknown flags: clap's own output
+            };
+            let value = match error.get(ContextKind::InvalidValue) {
+                Some(ContextValue::String(value)) => value.clone(),
+                _ => String::new(),
+            };
+            let reason = std::error::Error::source(&error)
+                .map_or_else(|| error.kind().to_string(), |e| e.to_string());
+            eprintln!("error: invalid {variable}={value:?}: {reason}");
+            std::process::exit(2);
+        });
         if let Err(message) = config.validate() {
             eprintln!("error: {message}");
             std::process::exit(2);
@@ -132,6 +145,20 @@ impl Config {
             spill_threshold: usize::try_from(self.body_spill_threshold).unwrap_or(usize::MAX),
         }
     }
+}
+
+/// The environment variable behind the argument a parse error is about, so the message names
+/// what the user actually set (clap alone names the flag).
+fn variable_of(error: &clap::Error) -> Option<String> {
+    let ContextValue::String(arg) = error.get(ContextKind::InvalidArg)? else {
+        return None;
+    };
+    let long = arg.split_whitespace().next()?.trim_start_matches("--");
+    Config::command()
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .map(|env| env.to_string_lossy().into_owned())
 }
 
 /// `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off` (any case).

@@ -1,6 +1,7 @@
 //! The tokio_php server binary: configuration from the environment, PHP started before the tokio
 //! runtime, then the service served until SIGINT/SIGTERM.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -31,7 +32,10 @@ fn init_logging(config: &Config) {
         );
         std::process::exit(2);
     });
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
 }
 
 fn run(config: &Config) -> Result<(), String> {

@@ -1,0 +1,346 @@
+//! Bad input and failing scripts: each gets a clear error and the next request still works.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use common::{json, raw_exchange, raw_status, send, text, Proto, TestServer, BOTH};
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use tokio_php::php::{BodyLimits, PoolConfig};
+
+const WORKERS: usize = 3;
+
+/// Sends one request per worker at once; each script holds its worker long enough that every
+/// worker gets exactly one.
+async fn one_per_worker(
+    server: &TestServer,
+    proto: Proto,
+    path: &str,
+) -> Vec<http::Response<Bytes>> {
+    concurrent_gets(server, proto, path, WORKERS).await
+}
+
+/// `count` GETs of `path`, all in flight at once.
+async fn concurrent_gets(
+    server: &TestServer,
+    proto: Proto,
+    path: &str,
+    count: usize,
+) -> Vec<http::Response<Bytes>> {
+    let handles: Vec<_> = (0..count)
+        .map(|_| {
+            let (addr, path) = (server.addr, path.to_string());
+            tokio::spawn(async move { send_get(addr, proto, &path).await })
+        })
+        .collect();
+    let mut responses = Vec::new();
+    for handle in handles {
+        responses.push(handle.await.unwrap());
+    }
+    responses
+}
+
+fn workers_of(responses: &[http::Response<Bytes>]) -> BTreeSet<String> {
+    responses
+        .iter()
+        .map(|r| r.headers()["x-worker"].to_str().unwrap().to_string())
+        .collect()
+}
+
+/// Every worker answers a good request correctly, with no state left from before.
+async fn assert_every_worker_healthy(server: &TestServer, proto: Proto) {
+    let responses = one_per_worker(server, proto, "/slow.php?ms=400").await;
+    let mut seen = BTreeSet::new();
+    for response in &responses {
+        assert_eq!(response.status(), StatusCode::OK);
+        seen.insert(json(response)["worker"].as_i64().unwrap());
+    }
+    assert_eq!(
+        seen.len(),
+        WORKERS,
+        "{proto:?}: every worker served a request: {seen:?}"
+    );
+    let limits = json(&server.get(proto, "/limits.php").await);
+    assert_eq!(
+        limits["memory_limit"], "128M",
+        "ini_set() does not outlive its request"
+    );
+    assert_eq!(limits["leak"], false);
+}
+
+async fn server() -> TestServer {
+    TestServer::with_workers(WORKERS).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fatal_errors_answer_500_and_every_worker_recovers() {
+    let server = server().await;
+    for proto in BOTH {
+        let responses = one_per_worker(&server, proto, "/fatal.php?ms=400").await;
+        for response in &responses {
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert!(
+                response.body().is_empty(),
+                "display_errors is off: nothing leaks to the client"
+            );
+        }
+        assert_eq!(
+            workers_of(&responses).len(),
+            WORKERS,
+            "{proto:?}: a fatal error on every worker"
+        );
+        assert_every_worker_healthy(&server, proto).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncaught_exceptions_answer_500_and_every_worker_recovers() {
+    let server = server().await;
+    for proto in BOTH {
+        let responses = one_per_worker(&server, proto, "/exception.php?ms=400").await;
+        for response in &responses {
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        }
+        assert_eq!(workers_of(&responses).len(), WORKERS);
+        assert_every_worker_healthy(&server, proto).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_and_die_send_the_output_so_far() {
+    let server = server().await;
+    for proto in BOTH {
+        let responses = one_per_worker(&server, proto, "/exit.php?ms=400").await;
+        for response in &responses {
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(text(response), "before exit");
+        }
+        assert_eq!(workers_of(&responses).len(), WORKERS);
+        let responses = one_per_worker(&server, proto, "/die.php?ms=400").await;
+        for response in &responses {
+            assert_eq!(text(response), "died here");
+        }
+        assert_eq!(workers_of(&responses).len(), WORKERS);
+        assert_every_worker_healthy(&server, proto).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exceeding_memory_limit_answers_500_and_every_worker_recovers() {
+    let server = server().await;
+    for proto in BOTH {
+        let responses = one_per_worker(&server, proto, "/memory.php?ms=400").await;
+        for response in &responses {
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        }
+        assert_eq!(workers_of(&responses).len(), WORKERS);
+        assert_every_worker_healthy(&server, proto).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_error_after_output_keeps_the_status_and_truncates() {
+    let server = server().await;
+    for proto in BOTH {
+        let response = server.get(proto, "/fatal_after_output.php").await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "headers were already sent, as under FPM"
+        );
+        assert_eq!(text(&response), "partial output");
+        assert_eq!(
+            text(&server.get(proto, "/index.php").await),
+            "index of /index.php"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_run_in_parallel_on_all_workers() {
+    let server = TestServer::with_workers(2).await;
+    for proto in BOTH {
+        let responses = concurrent_gets(&server, proto, "/slow.php?ms=500", 2).await;
+        let runs: Vec<_> = responses.iter().map(json).collect();
+        assert_ne!(
+            runs[0]["worker"], runs[1]["worker"],
+            "{proto:?}: two workers"
+        );
+        let (a_start, a_end) = (
+            runs[0]["start"].as_f64().unwrap(),
+            runs[0]["end"].as_f64().unwrap(),
+        );
+        let (b_start, b_end) = (
+            runs[1]["start"].as_f64().unwrap(),
+            runs[1]["end"].as_f64().unwrap(),
+        );
+        assert!(
+            a_start < b_end && b_start < a_end,
+            "{proto:?}: the two scripts overlapped in time: {runs:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_503_at_once_and_recovers() {
+    let server = TestServer::start(
+        PoolConfig {
+            workers: 1,
+            queue_capacity: 1,
+            ..PoolConfig::default()
+        },
+        BodyLimits::default(),
+    )
+    .await;
+    for proto in BOTH {
+        let addr = server.addr;
+        let running = tokio::spawn(async move { send_get(addr, proto, "/slow.php?ms=1500").await });
+        server
+            .wait_for("the worker to be busy", |s| s.busy_workers == 1)
+            .await;
+        let queued = tokio::spawn(async move { send_get(addr, proto, "/slow.php?ms=10").await });
+        server.wait_for("a queued request", |s| s.queued == 1).await;
+
+        let rejected = server.get(proto, "/index.php").await;
+        assert_eq!(
+            rejected.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{proto:?}"
+        );
+        assert_eq!(rejected.headers()["retry-after"], "1");
+        assert_eq!(text(&rejected), "503 Service Unavailable\n");
+
+        assert_eq!(running.await.unwrap().status(), StatusCode::OK);
+        assert_eq!(queued.await.unwrap().status(), StatusCode::OK);
+        assert_eq!(
+            server.get(proto, "/index.php").await.status(),
+            StatusCode::OK
+        );
+    }
+}
+
+async fn send_get(addr: std::net::SocketAddr, proto: Proto, path: &str) -> http::Response<Bytes> {
+    send(
+        addr,
+        proto,
+        Request::get(path).body(Full::default()).unwrap(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_get_413_and_the_next_request_works() {
+    let server = TestServer::start(
+        PoolConfig {
+            workers: 1,
+            ..PoolConfig::default()
+        },
+        BodyLimits {
+            max_size: 1024,
+            spill_threshold: 512,
+        },
+    )
+    .await;
+    for proto in BOTH {
+        let request = Request::post("/dump.php")
+            .body(Full::new(Bytes::from(vec![b'x'; 2048])))
+            .unwrap();
+        let response = send(server.addr, proto, request).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{proto:?}"
+        );
+        assert_eq!(text(&response), "413 Payload Too Large\n");
+
+        let request = Request::post("/dump.php")
+            .body(Full::new(Bytes::from(vec![b'x'; 1000])))
+            .unwrap();
+        let response = send(server.addr, proto, request).await;
+        assert_eq!(
+            json(&response)["input"].as_str().unwrap().len(),
+            1000,
+            "{proto:?}"
+        );
+    }
+    // A chunked body (no Content-Length) is counted as it arrives.
+    let chunk = "x".repeat(600);
+    let request = format!(
+        "POST /dump.php HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n258\r\n{chunk}\r\n258\r\n{chunk}\r\n0\r\n\r\n"
+    );
+    let response = raw_exchange(server.addr, request.as_bytes()).await;
+    assert_eq!(raw_status(&response), 413, "{response}");
+    assert_eq!(
+        server.get(Proto::Http1, "/index.php").await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traversal_never_reaches_outside_the_root() {
+    let server = TestServer::with_workers(1).await;
+    for path in [
+        "/../secret.php",
+        "/sub/../../secret.php",
+        "/%2e%2e/secret.php",
+        "/%2E%2E/%2e%2E/secret.php",
+        "/sub/%2e%2e%2f%2e%2e%2fsecret.php",
+        "/..%5csecret.php",
+        "/index.php%00.txt",
+        "/escape.php",
+    ] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let response = raw_exchange(server.addr, request.as_bytes()).await;
+        let status = raw_status(&response);
+        assert!(status == 403 || status == 404, "{path}: {status}");
+        assert!(
+            !response.contains("SECRET"),
+            "{path} reached a file outside the root"
+        );
+    }
+    for proto in BOTH {
+        let response = server.get(proto, "/escape.php").await;
+        assert_eq!(
+            response.status(),
+            StatusCode::FORBIDDEN,
+            "a symlink out of the root"
+        );
+        assert_eq!(
+            server.get(proto, "/style.css").await.status(),
+            StatusCode::NOT_FOUND,
+            "not a script"
+        );
+        assert_eq!(
+            server.get(proto, "/missing.php").await.status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            server.get(proto, "/index.php").await.status(),
+            StatusCode::OK
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_http_gets_400_and_the_next_request_works() {
+    let server = TestServer::with_workers(1).await;
+    for garbage in [
+        &b"THIS IS NOT HTTP\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n",
+        b"GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+    ] {
+        let response = raw_exchange(server.addr, garbage).await;
+        assert_eq!(
+            raw_status(&response),
+            400,
+            "{:?} -> {response}",
+            String::from_utf8_lossy(garbage)
+        );
+        assert_eq!(
+            server.get(Proto::Http1, "/index.php").await.status(),
+            StatusCode::OK
+        );
+    }
+}
