@@ -1,0 +1,38 @@
+# tokio_php — `make run` serves www/ on :8080, `make test` runs every check.
+# Both build a thread-safe PHP first if none is cached (about 10 minutes, once).
+
+CARGO ?= cargo
+LISTEN_ADDR ?= 0.0.0.0:8080
+DOCUMENT_ROOT ?= $(CURDIR)/www
+
+.PHONY: all deps php build run test lint fmt bench clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+	@scripts/check-rust.sh
+
+php: deps
+	@scripts/build-php.sh >/dev/null
+
+build: php
+	$(CARGO) build --release
+
+run: build
+	LISTEN_ADDR=$(LISTEN_ADDR) DOCUMENT_ROOT=$(DOCUMENT_ROOT) ./target/release/tokio_php
+
+test: php
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) test --all-targets
+	$(CARGO) test --doc
+
+fmt:
+	$(CARGO) fmt --all
+
+bench: php
+	bench/compare.sh
+
+clean:
+	$(CARGO) clean
