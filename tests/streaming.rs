@@ -1,0 +1,131 @@
+//! Streaming responses: flush() delivers early, and clients that leave or stop reading free
+//! their PHP worker.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Proto, TestServer, BOTH};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_php::php::{BodyLimits, PoolConfig};
+
+type StreamingResponse = http::Response<hyper::body::Incoming>;
+
+/// Opens a connection and returns the response as soon as its head arrives (the body still
+/// streaming), plus the task driving the connection.
+async fn open(
+    addr: std::net::SocketAddr,
+    proto: Proto,
+    path: &str,
+) -> (StreamingResponse, tokio::task::JoinHandle<()>) {
+    let io = TokioIo::new(TcpStream::connect(addr).await.unwrap());
+    match proto {
+        Proto::Http1 => {
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            let driver = tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let request = Request::get(path)
+                .header("host", addr.to_string())
+                .body(Empty::<bytes::Bytes>::new())
+                .unwrap();
+            (sender.send_request(request).await.unwrap(), driver)
+        }
+        Proto::H2c => {
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                    .await
+                    .unwrap();
+            let driver = tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let request = Request::get(format!("http://{addr}{path}"))
+                .body(Empty::<bytes::Bytes>::new())
+                .unwrap();
+            (sender.send_request(request).await.unwrap(), driver)
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_sends_headers_and_output_before_the_script_ends() {
+    let server = TestServer::with_workers(1).await;
+    for proto in BOTH {
+        let token = format!("{}{:?}", std::process::id(), proto).to_lowercase();
+        let (response, _driver) =
+            open(server.addr, proto, &format!("/flush.php?token={token}")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["x-flushed"], "yes");
+        let mut body = response.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(
+            &first[..],
+            b"first;",
+            "{proto:?}: the flushed part arrives while the script waits"
+        );
+        // Only now does the script learn it may finish.
+        std::fs::write(
+            std::env::temp_dir().join(format!("tokio_php_flush_{token}")),
+            b"",
+        )
+        .unwrap();
+        let rest = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&rest[..], b"second", "{proto:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_mid_stream_frees_its_worker() {
+    let server = TestServer::with_workers(1).await;
+    for proto in BOTH {
+        let (response, driver) = open(server.addr, proto, "/stream.php").await;
+        let mut body = response.into_body();
+        body.frame().await.unwrap().unwrap();
+        drop(body);
+        driver.abort(); // closes the connection
+                        // The script would stream for ~20 s; it must stop as soon as it writes to the gone client.
+        server
+            .wait_for("the script to stop after the client left", |s| {
+                s.busy_workers == 0
+            })
+            .await;
+        let response = server.get(proto, "/index.php").await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let server = TestServer::start(
+        PoolConfig {
+            workers: 1,
+            write_timeout: Duration::from_millis(500),
+            ..PoolConfig::default()
+        },
+        BodyLimits::default(),
+    )
+    .await;
+    // A raw connection that reads a little and then nothing, while staying open.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /flood.php HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head).await.unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+    server
+        .wait_for("the worker to give up on the stalled client", |s| {
+            s.busy_workers == 0
+        })
+        .await;
+    drop(stream);
+    assert_eq!(
+        server.get(Proto::Http1, "/index.php").await.status(),
+        StatusCode::OK
+    );
+}
