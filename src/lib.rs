@@ -11,6 +11,8 @@
 
 pub mod config;
 mod conn_info;
+pub mod layer;
+pub mod log;
 pub mod php;
 pub mod server;
 mod stub;

@@ -1,7 +1,6 @@
 //! The tokio_php server binary: configuration from the environment, PHP started before the tokio
 //! runtime, then the service served until SIGINT/SIGTERM.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -25,17 +24,10 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.rust_log).unwrap_or_else(|e| {
-        eprintln!(
-            "error: RUST_LOG={:?} is not a valid log filter: {e}",
-            config.rust_log
-        );
+    if let Err(message) = tokio_php::log::init(&config.rust_log, "tokio_php") {
+        eprintln!("error: {message}");
         std::process::exit(2);
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal())
-        .init();
+    }
 }
 
 fn run(config: &Config) -> Result<(), String> {

@@ -70,8 +70,10 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("local_addr=").nth(1) {
-                    let _ = tx.send(addr.trim().to_string());
+                let log: serde_json::Value =
+                    serde_json::from_str(&line).expect("log lines are JSON");
+                if let Some(addr) = log["data"]["local_addr"].as_str() {
+                    let _ = tx.send(addr.to_string());
                 }
             }
         });

@@ -71,6 +71,8 @@ pub(crate) struct Job {
     pub(crate) request: PhpRequest,
     pub(crate) reply: oneshot::Sender<ResponseStart>,
     pub(crate) queued_at: Instant,
+    /// The request's tracing span: the worker runs inside it, so PHP's log lines carry its ids.
+    pub(crate) span: tracing::Span,
 }
 
 /// Why a job was not queued.
@@ -303,7 +305,9 @@ fn run_job(job: Job, output: OutputSettings) -> ThreadState {
         mut request,
         reply,
         queued_at,
+        span,
     } = job;
+    let _entered = span.enter();
     tracing::trace!(
         queued_us = queued_at.elapsed().as_micros() as u64,
         "PHP request dequeued"

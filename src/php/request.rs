@@ -11,6 +11,35 @@ use super::ffi;
 use super::script::{filename_bytes, Script};
 use crate::ConnInfo;
 
+/// Extra `$_SERVER` entries, set by layers through request extensions (as nginx's
+/// `fastcgi_param` does for php-fpm). They are registered after the standard ones, so they win.
+///
+/// ```
+/// use tokio_php::php::ServerVars;
+///
+/// let mut request = http::Request::new(());
+/// request
+///     .extensions_mut()
+///     .get_or_insert_default::<ServerVars>()
+///     .insert("APP_TENANT", "acme");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerVars {
+    vars: Vec<(String, String)>,
+}
+
+impl ServerVars {
+    /// Adds `$_SERVER[name] = value`.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.vars.push((name.into(), value.into()));
+    }
+
+    /// The entries, in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
 /// Server-wide values that appear in every request's `$_SERVER`.
 #[derive(Debug, Clone)]
 pub(crate) struct ServerIdentity {
@@ -31,7 +60,7 @@ pub(crate) struct PhpRequest {
     authorization: Option<CString>,
     proto_num: i32,
     request_time: f64,
-    server_vars: ServerVars,
+    server_vars: VarBuffer,
     pub(crate) body: RequestBody,
 }
 
@@ -66,7 +95,7 @@ impl PhpRequest {
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
 
-        let mut vars = ServerVars::default();
+        let mut vars = VarBuffer::default();
         add_cgi_vars(
             &mut vars,
             parts,
@@ -79,6 +108,11 @@ impl PhpRequest {
         vars.add("CONTENT_TYPE", content_type.unwrap_or(""));
         vars.add("CONTENT_LENGTH", &content_length);
         add_header_vars(&mut vars, &parts.headers, cookie.as_deref());
+        if let Some(extra) = parts.extensions.get::<ServerVars>() {
+            for (name, value) in extra.iter() {
+                vars.add(name, value);
+            }
+        }
 
         Ok(PhpRequest {
             method: c_string(parts.method.as_str())?,
@@ -173,7 +207,7 @@ fn server_protocol(version: Version) -> &'static str {
 
 /// The CGI/1.1 variables nginx's `fastcgi_params` gives php-fpm.
 fn add_cgi_vars(
-    vars: &mut ServerVars,
+    vars: &mut VarBuffer,
     parts: &Parts,
     script: &Script,
     conn: &ConnInfo,
@@ -247,7 +281,7 @@ fn strip_port(host: &str) -> &str {
 
 /// Every request header as `HTTP_*`. Names containing `_` are dropped (as nginx does), so a
 /// client cannot forge e.g. `HTTP_X_FORWARDED_FOR` through `X_Forwarded_For`.
-fn add_header_vars(vars: &mut ServerVars, headers: &HeaderMap, cookie: Option<&str>) {
+fn add_header_vars(vars: &mut VarBuffer, headers: &HeaderMap, cookie: Option<&str>) {
     let mut key = String::with_capacity(64);
     for name in headers.keys() {
         let name = name.as_str();
@@ -278,13 +312,13 @@ fn add_header_vars(vars: &mut ServerVars, headers: &HeaderMap, cookie: Option<&s
 /// `$_SERVER` entries in one buffer: `key\0value\0` pairs, so building them costs two
 /// allocations rather than two per variable.
 #[derive(Debug, Default)]
-struct ServerVars {
+struct VarBuffer {
     buffer: Vec<u8>,
     /// (key offset, key length, value offset, value length) into `buffer`.
     spans: Vec<(usize, usize, usize, usize)>,
 }
 
-impl ServerVars {
+impl VarBuffer {
     fn add(&mut self, key: &str, value: &str) {
         self.add_bytes(key, value.as_bytes());
     }

@@ -204,8 +204,8 @@ unsafe extern "C" fn host_log(ctx: *mut c_void, msg: *const c_char, len: usize, 
     let in_request = !ctx.is_null();
     // syslog numbering: 0-3 are errors, 4 warnings, 5-7 notices and below.
     match level {
-        0..=3 => tracing::error!(target: "php", in_request, "{message}"),
-        4 => tracing::warn!(target: "php", in_request, "{message}"),
-        _ => tracing::info!(target: "php", in_request, "{message}"),
+        0..=3 => tracing::error!(target: "php", log_type = "error", in_request, "{message}"),
+        4 => tracing::warn!(target: "php", log_type = "error", in_request, "{message}"),
+        _ => tracing::info!(target: "php", log_type = "error", in_request, "{message}"),
     }
 }

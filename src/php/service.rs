@@ -171,6 +171,7 @@ impl PhpService {
             request: php_request,
             reply,
             queued_at: Instant::now(),
+            span: tracing::Span::current(),
         };
         match self.pool.try_submit(job) {
             Ok(()) => {}

@@ -1,0 +1,357 @@
+//! W3C Trace Context: continue the caller's trace (or start one) and give every request its own
+//! span id.
+//!
+//! The incoming `traceparent` is parsed with OpenTelemetry's [`TraceContextPropagator`]; a missing
+//! or malformed one starts a new trace. Each request gets a fresh random span id whose parent is
+//! the caller's span. The result is a [`TraceContext`] in the request extensions, the request's
+//! `traceparent` header rewritten to this server's span (so PHP's `$_SERVER['HTTP_TRACEPARENT']`
+//! is what it should propagate downstream), `TRACE_ID`, `SPAN_ID` and `PARENT_SPAN_ID` in
+//! `$_SERVER`, `traceparent` on the response, and a `trace` tracing span carrying `trace_id` and
+//! `span_id` around the rest of the request (so every log line has them).
+//!
+//! ```
+//! use tokio_php::layer::{TraceContext, TraceContextLayer};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let service = ServiceBuilder::new()
+//!     .layer(TraceContextLayer::new())
+//!     .service_fn(|request: http::Request<()>| async move {
+//!         let trace = request.extensions().get::<TraceContext>().unwrap();
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(trace.trace_id.to_string()))
+//!     });
+//! let request = http::Request::builder()
+//!     .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+//!     .body(())
+//!     .unwrap();
+//! let response = service.oneshot(request).await.unwrap();
+//! assert_eq!(response.body(), "0af7651916cd43dd8448eb211c80319c");
+//! assert!(response.headers()["traceparent"].to_str().unwrap().starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
+//! # }
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{HeaderMap, HeaderValue, Request, Response};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+use tower::{Layer, Service};
+use tracing::instrument::Instrumented;
+use tracing::Instrument;
+
+use crate::php::ServerVars;
+
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
+
+/// The trace this request belongs to and its own span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceContext {
+    /// The trace, continued from the caller or new.
+    pub trace_id: TraceId,
+    /// This request's span, always new.
+    pub span_id: SpanId,
+    /// The caller's span, when the trace was propagated.
+    pub parent_span_id: Option<SpanId>,
+    /// The caller's sampling decision (new traces are sampled).
+    pub sampled: bool,
+    /// The caller's `tracestate`, passed on unchanged.
+    pub trace_state: TraceState,
+}
+
+impl TraceContext {
+    /// Continues the trace in `headers` (W3C `traceparent`/`tracestate`), or starts a new one when
+    /// there is none or it is malformed.
+    pub fn from_headers(headers: &HeaderMap) -> TraceContext {
+        let ids = RandomIdGenerator::default();
+        let parent = if headers
+            .get(TRACEPARENT)
+            .is_some_and(|v| is_version_00(v.as_bytes()))
+        {
+            let context = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+            context.span().span_context().clone()
+        } else {
+            SpanContext::empty_context()
+        };
+        if parent.is_valid() {
+            TraceContext {
+                trace_id: parent.trace_id(),
+                span_id: ids.new_span_id(),
+                parent_span_id: Some(parent.span_id()),
+                sampled: parent.is_sampled(),
+                trace_state: parent.trace_state().clone(),
+            }
+        } else {
+            TraceContext {
+                trace_id: ids.new_trace_id(),
+                span_id: ids.new_span_id(),
+                parent_span_id: None,
+                sampled: true,
+                trace_state: TraceState::default(),
+            }
+        }
+    }
+
+    /// This request's span as a `traceparent` value.
+    pub fn traceparent(&self) -> String {
+        format!(
+            "00-{}-{}-{:02x}",
+            self.trace_id,
+            self.span_id,
+            self.flags().to_u8()
+        )
+    }
+
+    /// This request's span as an OpenTelemetry span context.
+    pub fn span_context(&self) -> SpanContext {
+        SpanContext::new(
+            self.trace_id,
+            self.span_id,
+            self.flags(),
+            false,
+            self.trace_state.clone(),
+        )
+    }
+
+    fn flags(&self) -> TraceFlags {
+        if self.sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        }
+    }
+}
+
+/// The exact version-00 shape, `00-<32 hex>-<16 hex>-<2 hex>` in lowercase. The propagator alone
+/// also accepts short ids and later versions; the rest (all-zero ids) it checks itself.
+fn is_version_00(value: &[u8]) -> bool {
+    let lower_hex = |part: &[u8], len: usize| {
+        part.len() == len && part.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let parts: Vec<&[u8]> = value.split(|&b| b == b'-').collect();
+    matches!(parts.as_slice(), [version, trace, span, flags]
+        if *version == b"00" && lower_hex(trace, 32) && lower_hex(span, 16) && lower_hex(flags, 2))
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// Applies [`TraceContext`] handling to a service. See the [module docs](self).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TraceContextLayer {
+    _private: (),
+}
+
+impl TraceContextLayer {
+    /// A new layer.
+    pub fn new() -> Self {
+        TraceContextLayer { _private: () }
+    }
+}
+
+impl<S> Layer<S> for TraceContextLayer {
+    type Service = TraceContextService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TraceContextService { inner }
+    }
+}
+
+/// The service produced by [`TraceContextLayer`].
+#[derive(Debug, Clone)]
+pub struct TraceContextService<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for TraceContextService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let trace = TraceContext::from_headers(request.headers());
+        let traceparent = HeaderValue::try_from(trace.traceparent()).ok();
+        let span = tracing::info_span!(
+            "trace",
+            trace_id = %trace.trace_id,
+            span_id = %trace.span_id,
+        );
+
+        let headers = request.headers_mut();
+        if let Some(value) = &traceparent {
+            headers.insert(TRACEPARENT, value.clone());
+        }
+        if trace.trace_state == TraceState::default() {
+            headers.remove(TRACESTATE);
+        }
+        let vars = request
+            .extensions_mut()
+            .get_or_insert_default::<ServerVars>();
+        vars.insert("TRACE_ID", trace.trace_id.to_string());
+        vars.insert("SPAN_ID", trace.span_id.to_string());
+        if let Some(parent) = trace.parent_span_id {
+            vars.insert("PARENT_SPAN_ID", parent.to_string());
+        }
+        request.extensions_mut().insert(trace);
+
+        ResponseFuture {
+            inner: self.inner.call(request).instrument(span),
+            traceparent,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`TraceContextService`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: Instrumented<F>,
+        traceparent: Option<HeaderValue>,
+    }
+}
+
+impl<F, ResBody, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = Result<Response<ResBody>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = std::task::ready!(this.inner.poll(cx))?;
+        if let Some(value) = this.traceparent.take() {
+            response.headers_mut().insert(TRACEPARENT, value);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use tower::{service_fn, ServiceExt};
+
+    async fn run(request: Request<()>) -> (TraceContext, Option<String>, ServerVars, Response<()>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let service = TraceContextLayer::new().layer(service_fn(move |request: Request<()>| {
+            let trace = request.extensions().get::<TraceContext>().cloned().unwrap();
+            let header = request
+                .headers()
+                .get(TRACEPARENT)
+                .map(|v| v.to_str().unwrap().to_string());
+            let vars = request.extensions().get::<ServerVars>().cloned().unwrap();
+            tx.send((trace, header, vars)).unwrap();
+            async { Ok::<_, Infallible>(Response::new(())) }
+        }));
+        let response = service.oneshot(request).await.unwrap();
+        let (trace, header, vars) = rx.recv().unwrap();
+        (trace, header, vars, response)
+    }
+
+    fn var<'a>(vars: &'a ServerVars, name: &str) -> Option<&'a str> {
+        vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    #[tokio::test]
+    async fn a_valid_traceparent_is_continued_with_a_new_span() {
+        let request = Request::builder()
+            .header(
+                TRACEPARENT,
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            )
+            .header(TRACESTATE, "vendor=value")
+            .body(())
+            .unwrap();
+        let (trace, header, vars, response) = run(request).await;
+        assert_eq!(
+            trace.trace_id.to_string(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+        assert_eq!(
+            trace.parent_span_id.unwrap().to_string(),
+            "b7ad6b7169203331"
+        );
+        assert_ne!(trace.span_id.to_string(), "b7ad6b7169203331");
+        assert_eq!(trace.trace_state.header(), "vendor=value");
+        let ours = format!("00-0af7651916cd43dd8448eb211c80319c-{}-01", trace.span_id);
+        assert_eq!(
+            header.as_deref(),
+            Some(ours.as_str()),
+            "PHP sees this server's span"
+        );
+        assert_eq!(response.headers()[TRACEPARENT], ours.as_str());
+        assert_eq!(
+            var(&vars, "TRACE_ID"),
+            Some("0af7651916cd43dd8448eb211c80319c")
+        );
+        assert_eq!(
+            var(&vars, "SPAN_ID"),
+            Some(trace.span_id.to_string().as_str())
+        );
+        assert_eq!(var(&vars, "PARENT_SPAN_ID"), Some("b7ad6b7169203331"));
+    }
+
+    #[tokio::test]
+    async fn malformed_traceparents_start_a_new_trace() {
+        for bad in [
+            "garbage",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319-b7ad6b7169203331-01",
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+        ] {
+            let request = Request::builder()
+                .header(TRACEPARENT, bad)
+                .body(())
+                .unwrap();
+            let (trace, _, vars, response) = run(request).await;
+            assert_eq!(trace.parent_span_id, None, "{bad}");
+            assert_ne!(
+                trace.trace_id.to_string(),
+                "0af7651916cd43dd8448eb211c80319c",
+                "{bad}"
+            );
+            assert!(trace.trace_id != TraceId::INVALID && trace.span_id != SpanId::INVALID);
+            assert_eq!(var(&vars, "PARENT_SPAN_ID"), None);
+            assert_eq!(
+                response.headers()[TRACEPARENT],
+                trace.traceparent().as_str()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn span_ids_are_random_per_request() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..100 {
+            let (trace, ..) = run(Request::new(())).await;
+            assert!(seen.insert(trace.span_id), "span ids never repeat");
+            assert_eq!(trace.traceparent().len(), 55);
+        }
+    }
+}
