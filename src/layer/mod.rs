@@ -18,3 +18,9 @@ pub use trace_context::{TraceContext, TraceContextLayer, TraceContextService};
 pub mod request_id;
 
 pub use request_id::{RequestId, RequestIdLayer, RequestIdService};
+pub mod access_log;
+
+pub use access_log::{AccessLog, AccessLogBody, AccessLogLayer};
+pub mod rate_limit;
+
+pub use rate_limit::{RateLimit, RateLimitLayer};

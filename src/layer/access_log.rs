@@ -1,0 +1,315 @@
+//! One `access` log line per request, written when the response body has been sent (so the byte
+//! count and duration are real, for streamed responses too) or when the client went away.
+//!
+//! Fields (under `data`): `method`, `path`, `query`, `http_version`, `status`, `bytes`,
+//! `duration_ms`, `client_ip`, `user_agent`, `referer`, `tls`, and `completed` (false when the
+//! client left before the body was sent). The line is logged inside the request's span, so its
+//! `ctx` carries the request and trace ids of the layers outside this one.
+//!
+//! ```
+//! use tokio_php::layer::AccessLogLayer;
+//! use tower::ServiceBuilder;
+//!
+//! let service = ServiceBuilder::new()
+//!     .layer(AccessLogLayer::new())
+//!     .service_fn(|_: http::Request<()>| async {
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::<bytes::Bytes>::from("hi")))
+//!     });
+//! # drop(service);
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Buf;
+use http::{header, Request, Response, Version};
+use http_body::{Body, Frame, SizeHint};
+use tower::{Layer, Service};
+
+use crate::ConnInfo;
+
+/// Applies access logging to a service. See the [module docs](self).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccessLogLayer {
+    _private: (),
+}
+
+impl AccessLogLayer {
+    /// A new layer.
+    pub fn new() -> Self {
+        AccessLogLayer { _private: () }
+    }
+}
+
+impl<S> Layer<S> for AccessLogLayer {
+    type Service = AccessLog<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessLog { inner }
+    }
+}
+
+/// The service produced by [`AccessLogLayer`].
+#[derive(Debug, Clone)]
+pub struct AccessLog<S> {
+    inner: S,
+}
+
+/// What is known of the request when it arrives.
+#[derive(Debug)]
+struct Entry {
+    span: tracing::Span,
+    started: Instant,
+    method: String,
+    path: String,
+    query: String,
+    version: Version,
+    client_ip: String,
+    user_agent: String,
+    referer: String,
+    tls: bool,
+    status: u16,
+    bytes: u64,
+    completed: bool,
+}
+
+impl Entry {
+    fn new<B>(request: &Request<B>) -> Entry {
+        let header = |name: header::HeaderName| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let conn = request.extensions().get::<ConnInfo>();
+        Entry {
+            span: tracing::Span::current(),
+            started: Instant::now(),
+            method: request.method().to_string(),
+            path: request.uri().path().to_string(),
+            query: request.uri().query().unwrap_or("").to_string(),
+            version: request.version(),
+            client_ip: conn.map_or(String::new(), |c| c.remote_addr.ip().to_string()),
+            user_agent: header(header::USER_AGENT),
+            referer: header(header::REFERER),
+            tls: conn.is_some_and(|c| c.tls),
+            status: 0,
+            bytes: 0,
+            completed: false,
+        }
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(
+            parent: &self.span,
+            log_type = "access",
+            method = %self.method,
+            path = %self.path,
+            query = %self.query,
+            http_version = ?self.version,
+            status = self.status,
+            bytes = self.bytes,
+            duration_ms = (duration_ms * 1000.0).round() / 1000.0,
+            client_ip = %self.client_ip,
+            user_agent = %self.user_agent,
+            referer = %self.referer,
+            tls = self.tls,
+            completed = self.completed,
+            "{} {} {}",
+            self.method,
+            self.path,
+            self.status
+        );
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AccessLog<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body,
+{
+    type Response = Response<AccessLogBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let entry = Some(Entry::new(&request));
+        ResponseFuture {
+            inner: self.inner.call(request),
+            entry,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`AccessLog`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        entry: Option<Entry>,
+    }
+}
+
+impl<F, ResBody, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+    ResBody: Body,
+{
+    type Output = Result<Response<AccessLogBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx))?;
+        let mut entry = this.entry.take().expect("polled after completion");
+        entry.status = response.status().as_u16();
+        let (parts, body) = response.into_parts();
+        if body.is_end_stream() {
+            entry.completed = true;
+        }
+        let body = AccessLogBody {
+            inner: body,
+            entry: Some(entry),
+        };
+        Poll::Ready(Ok(Response::from_parts(parts, body)))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that counts what it sends and logs the request's line when it ends (or is
+    /// dropped early).
+    pub struct AccessLogBody<B> {
+        #[pin]
+        inner: B,
+        entry: Option<Entry>,
+    }
+}
+
+impl<B: Body> Body for AccessLogBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let (Some(entry), Some(data)) = (this.entry.as_mut(), frame.data_ref()) {
+                    entry.bytes += data.remaining() as u64;
+                }
+            }
+            Some(Err(_)) => {
+                this.entry.take(); // logs, not completed
+            }
+            None => {
+                if let Some(mut entry) = this.entry.take() {
+                    entry.completed = true;
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use std::convert::Infallible;
+    use std::sync::{Arc, Mutex};
+    use tower::{service_fn, ServiceExt};
+    use tracing_subscriber::prelude::*;
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn one_line_per_request_after_the_body_is_sent() {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(crate::log::JsonLayer::new("tokio_php", move || {
+                writer.clone()
+            }));
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let service = AccessLogLayer::new().layer(service_fn(|_: Request<()>| async {
+            let mut response = Response::new(Full::new(Bytes::from_static(b"hello")));
+            *response.status_mut() = http::StatusCode::CREATED;
+            Ok::<_, Infallible>(response)
+        }));
+        let mut request = Request::get("/path?q=1")
+            .header("user-agent", "test-agent")
+            .header("referer", "http://ref/")
+            .body(())
+            .unwrap();
+        request.extensions_mut().insert(ConnInfo::tcp(
+            "127.0.0.1:80".parse().unwrap(),
+            "10.1.2.3:5555".parse().unwrap(),
+        ));
+        let response = service.clone().oneshot(request).await.unwrap();
+        assert!(
+            capture.0.lock().unwrap().is_empty(),
+            "nothing logged before the body is sent"
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"hello");
+
+        // A client that leaves before reading the body still gets its line.
+        let response = service.oneshot(Request::new(())).await.unwrap();
+        drop(response);
+
+        let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        let data = &lines[0]["data"];
+        assert_eq!(lines[0]["type"], "access");
+        assert_eq!(data["method"], "GET");
+        assert_eq!(data["path"], "/path");
+        assert_eq!(data["query"], "q=1");
+        assert_eq!(data["http_version"], "HTTP/1.1");
+        assert_eq!(data["status"], 201);
+        assert_eq!(data["bytes"], 5);
+        assert_eq!(data["client_ip"], "10.1.2.3");
+        assert_eq!(data["user_agent"], "test-agent");
+        assert_eq!(data["referer"], "http://ref/");
+        assert_eq!(data["tls"], false);
+        assert_eq!(data["completed"], true);
+        assert!(data["duration_ms"].as_f64().unwrap() >= 0.0);
+        assert_eq!(lines[1]["data"]["completed"], false);
+    }
+}
