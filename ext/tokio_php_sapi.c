@@ -7,6 +7,8 @@
  */
 #include "tokio_php_sapi.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <string.h>
 #include <stdlib.h>
 
@@ -30,6 +32,20 @@ static char *ini_entries_copy;
 /* The request running on this worker thread, NULL between requests. */
 ZEND_TLS const tp_request *current_request;
 ZEND_TLS zend_long current_worker_id = -1;
+ZEND_TLS tp_thread *current_thread;
+
+/* Breaks blocking system calls (sleep, reads) of a thread being interrupted. Never SIGRTMIN
+ * itself: PHP's per-thread execution timers use it, and a foreign SIGRTMIN makes its handler
+ * chain to itself forever. */
+#define TP_INTERRUPT_SIGNAL (SIGRTMIN + 3)
+
+struct tp_thread {
+    pthread_mutex_t lock;      /* guards everything below */
+    pthread_t tid;
+    uint64_t running_seq;      /* the request running now, 0 between requests */
+    zend_atomic_bool *vm_interrupt;
+    zend_atomic_bool *timed_out;
+};
 
 static void *current_ctx(void)
 {
@@ -48,8 +64,32 @@ PHP_FUNCTION(tokio_worker_id)
     RETURN_LONG(current_worker_id);
 }
 
+ZEND_BEGIN_ARG_WITH_RETURN_TYPE_INFO_EX(arginfo_tokio_request_heartbeat, 0, 0, _IS_BOOL, 0)
+    ZEND_ARG_TYPE_INFO_WITH_DEFAULT_VALUE(0, time, IS_LONG, 0, "10")
+ZEND_END_ARG_INFO()
+
+/* tokio_request_heartbeat(int $time = 10): bool — moves the request's deadline to $time seconds
+ * from now (bounded by REQUEST_TIMEOUT) and restarts PHP's own execution timer with it. */
+PHP_FUNCTION(tokio_request_heartbeat)
+{
+    zend_long seconds = 10;
+    ZEND_PARSE_PARAMETERS_START(0, 1)
+        Z_PARAM_OPTIONAL
+        Z_PARAM_LONG(seconds)
+    ZEND_PARSE_PARAMETERS_END();
+
+    if (!current_request || seconds <= 0 || !host.heartbeat(current_request->ctx, seconds)) {
+        RETURN_FALSE;
+    }
+    if (EG(timeout_seconds) > 0) {
+        zend_set_timeout(MAX(EG(timeout_seconds), seconds), 0);
+    }
+    RETURN_TRUE;
+}
+
 static const zend_function_entry tokio_php_functions[] = {
     PHP_FE(tokio_worker_id, arginfo_tokio_worker_id)
+    PHP_FE(tokio_request_heartbeat, arginfo_tokio_request_heartbeat)
     PHP_FE_END
 };
 
@@ -241,9 +281,27 @@ static sapi_module_struct tp_sapi_module = {
 
 /* ---- Process lifecycle --------------------------------------------------------------------- */
 
+static void tp_interrupt_signal_handler(int signo)
+{
+    (void)signo; /* only here to make blocking calls return EINTR */
+}
+
+static int install_interrupt_signal(void)
+{
+    struct sigaction action;
+    memset(&action, 0, sizeof(action));
+    action.sa_handler = tp_interrupt_signal_handler;
+    action.sa_flags = SA_ONSTACK; /* no SA_RESTART: interrupted sleeps must return */
+    sigemptyset(&action.sa_mask);
+    return sigaction(TP_INTERRUPT_SIGNAL, &action, NULL);
+}
+
 int tp_startup(const tp_startup_options *options)
 {
     host = options->callbacks;
+    if (install_interrupt_signal() != 0) {
+        return -1;
+    }
 
 #if PHP_VERSION_ID >= 80300
     php_tsrm_startup_ex(options->thread_hint > 0 ? options->thread_hint : 1);
@@ -283,17 +341,73 @@ void tp_shutdown(void)
     tp_sapi_module.php_ini_path_override = NULL;
 }
 
-void tp_thread_start(int worker_id)
+tp_thread *tp_thread_start(int worker_id)
 {
     /* Allocates this thread's executor, compiler, SAPI and extension globals. */
     (void)ts_resource(0);
     current_worker_id = worker_id;
+
+    tp_thread *thread = calloc(1, sizeof(*thread));
+    if (!thread) {
+        return NULL;
+    }
+    pthread_mutex_init(&thread->lock, NULL);
+    thread->tid = pthread_self();
+    thread->vm_interrupt = &EG(vm_interrupt);
+    thread->timed_out = &EG(timed_out);
+    current_thread = thread;
+
+    sigset_t unblock;
+    sigemptyset(&unblock);
+    sigaddset(&unblock, TP_INTERRUPT_SIGNAL);
+    pthread_sigmask(SIG_UNBLOCK, &unblock, NULL);
+    return thread;
 }
 
-void tp_thread_stop(void)
+void tp_thread_stop(tp_thread *thread)
 {
+    if (thread) {
+        pthread_mutex_lock(&thread->lock);
+        thread->running_seq = 0;
+        thread->vm_interrupt = NULL;
+        thread->timed_out = NULL;
+        pthread_mutex_unlock(&thread->lock);
+    }
+    current_thread = NULL;
     current_request = NULL;
     ts_free_thread();
+}
+
+void tp_thread_free(tp_thread *thread)
+{
+    if (thread) {
+        pthread_mutex_destroy(&thread->lock);
+        free(thread);
+    }
+}
+
+bool tp_interrupt(tp_thread *thread, uint64_t request_seq)
+{
+    bool interrupted = false;
+    pthread_mutex_lock(&thread->lock);
+    if (request_seq != 0 && thread->running_seq == request_seq && thread->vm_interrupt) {
+        /* What PHP's own timer handler does: the VM checks these at its next opcode. */
+        zend_atomic_bool_store(thread->timed_out, true);
+        zend_atomic_bool_store(thread->vm_interrupt, true);
+        pthread_kill(thread->tid, TP_INTERRUPT_SIGNAL);
+        interrupted = true;
+    }
+    pthread_mutex_unlock(&thread->lock);
+    return interrupted;
+}
+
+static void set_running_request(uint64_t request_seq)
+{
+    if (current_thread) {
+        pthread_mutex_lock(&current_thread->lock);
+        current_thread->running_seq = request_seq;
+        pthread_mutex_unlock(&current_thread->lock);
+    }
 }
 
 const char *tp_php_version(void)
@@ -358,6 +472,7 @@ tp_outcome tp_execute(const tp_request *request)
 
     current_request = request;
     fill_request_info(request);
+    set_running_request(request->request_seq);
 
     zend_try {
         if (php_request_startup() == SUCCESS) {
@@ -380,6 +495,7 @@ tp_outcome tp_execute(const tp_request *request)
         PG(last_error_file) = NULL;
     } zend_end_try();
 
+    set_running_request(0);
     clear_request_info();
     current_request = NULL;
     return outcome;

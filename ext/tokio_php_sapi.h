@@ -40,6 +40,7 @@ typedef struct tp_request {
     char *authorization;   /* C-string or NULL; PHP derives PHP_AUTH_* from it */
     int proto_num;         /* 1000 = HTTP/1.0, 1001 = HTTP/1.1, 2000 = HTTP/2 */
     double request_time;   /* arrival time, seconds since the Unix epoch */
+    uint64_t request_seq;  /* non-zero, unique per request on its thread: tp_interrupt's target */
     const tp_server_var *server_vars;
     size_t server_vars_len;
     void *ctx;             /* opaque host pointer handed back to every callback */
@@ -60,6 +61,8 @@ typedef struct tp_host_callbacks {
     size_t (*read_body)(void *ctx, char *buf, size_t len);
     /* A message PHP logs (errors, error_log()); `syslog_level` uses syslog's numbering. */
     void (*log)(void *ctx, const char *msg, size_t len, int syslog_level);
+    /* tokio_request_heartbeat($seconds): may the request's deadline move `seconds` from now? */
+    bool (*heartbeat)(void *ctx, int64_t seconds);
 } tp_host_callbacks;
 
 typedef struct tp_startup_options {
@@ -86,10 +89,23 @@ int tp_startup(const tp_startup_options *options);
 /* Once per process, on the thread that called tp_startup, after every worker thread stopped. */
 void tp_shutdown(void);
 
-/* On each worker thread before its first request; `worker_id` is what tokio_worker_id() returns. */
-void tp_thread_start(int worker_id);
-/* On each worker thread before it exits. */
-void tp_thread_stop(void);
+/* A worker thread as seen from other threads: the target of tp_interrupt. Opaque. */
+typedef struct tp_thread tp_thread;
+
+/* On each worker thread before its first request; `worker_id` is what tokio_worker_id() returns.
+ * The handle stays valid (for tp_interrupt from any thread) until tp_thread_free. */
+tp_thread *tp_thread_start(int worker_id);
+/* On the worker thread before it exits; afterwards tp_interrupt on its handle does nothing. */
+void tp_thread_stop(tp_thread *thread);
+/* Frees a stopped thread's handle once no other thread can use it. */
+void tp_thread_free(tp_thread *thread);
+
+/*
+ * From any thread: stops the request `request_seq` if it is still running on `thread`, the way
+ * PHP's own execution timer does (the script ends with a "Maximum execution time" fatal error at
+ * its next opcode; a real-time signal breaks blocking sleeps). Returns whether it was running.
+ */
+bool tp_interrupt(tp_thread *thread, uint64_t request_seq);
 
 /* Runs one request on the calling worker thread, from request startup to request shutdown. */
 tp_outcome tp_execute(const tp_request *request);

@@ -24,3 +24,6 @@ pub use access_log::{AccessLog, AccessLogBody, AccessLogLayer};
 pub mod rate_limit;
 
 pub use rate_limit::{RateLimit, RateLimitLayer};
+pub mod timeout;
+
+pub use timeout::{Deadline, Timeout, TimeoutLayer};

@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use super::ffi;
 use super::request::PhpRequest;
 use super::response::{Exchange, OutputSettings, ResponseStart};
+use crate::layer::Deadline;
 
 /// PHP threads need far more stack than Rust's 2 MiB default (deep recursion, the compiler).
 const WORKER_STACK_SIZE: usize = 16 * 1024 * 1024;
@@ -73,6 +74,8 @@ pub(crate) struct Job {
     pub(crate) queued_at: Instant,
     /// The request's tracing span: the worker runs inside it, so PHP's log lines carry its ids.
     pub(crate) span: tracing::Span,
+    /// The request's timeout, if any: interrupts the script when it passes.
+    pub(crate) deadline: Option<Deadline>,
 }
 
 /// Why a job was not queued.
@@ -257,24 +260,57 @@ enum ThreadState {
     Unusable,
 }
 
+/// A worker thread as other threads see it: what a timed-out request's deadline uses to stop the
+/// script. Shared, because a deadline may fire (harmlessly) after the thread has exited.
+struct ThreadHandle(std::ptr::NonNull<ffi::tp_thread>);
+
+// SAFETY: the C struct behind the pointer is only touched under its own mutex (tp_interrupt,
+// tp_thread_stop) and freed once, when the last handle drops.
+unsafe impl Send for ThreadHandle {}
+// SAFETY: as above; every access is serialised by the C mutex.
+unsafe impl Sync for ThreadHandle {}
+
+impl ThreadHandle {
+    /// Stops request `request_seq` if it is still running on this thread.
+    fn interrupt(&self, request_seq: u64) -> bool {
+        // SAFETY: the pointer is valid until Drop; tp_interrupt checks the thread and request.
+        unsafe { ffi::tp_interrupt(self.0.as_ptr(), request_seq) }
+    }
+}
+
+impl Drop for ThreadHandle {
+    fn drop(&mut self) {
+        // SAFETY: the last reference; the thread called tp_thread_stop before dropping its own.
+        unsafe { ffi::tp_thread_free(self.0.as_ptr()) };
+    }
+}
+
 fn worker_main(id: usize, shared: Arc<Shared>) {
     let c_id = i32::try_from(id).unwrap_or(i32::MAX);
     // SAFETY: first PHP call on this new thread; PHP was started before any pool.
-    unsafe { ffi::tp_thread_start(c_id) };
+    let Some(handle) = std::ptr::NonNull::new(unsafe { ffi::tp_thread_start(c_id) }) else {
+        tracing::error!(worker = id, "out of memory starting a PHP worker");
+        worker_exited(&shared);
+        return;
+    };
+    let handle = Arc::new(ThreadHandle(handle));
     let mut state = ThreadState::Healthy;
+    let mut request_seq = 0u64;
     while let Some(job) = next_job(&shared) {
-        if job.reply.is_closed() {
-            continue; // the client left while the request was queued
+        if job.reply.is_closed() || job.deadline.as_ref().is_some_and(Deadline::is_expired) {
+            continue; // the client left, or the request timed out, while it was queued
         }
+        request_seq += 1;
         shared.busy.fetch_add(1, Ordering::Relaxed);
-        state = run_job(job, shared.output);
+        state = run_job(job, shared.output, &handle, request_seq);
         shared.busy.fetch_sub(1, Ordering::Relaxed);
         if matches!(state, ThreadState::Unusable) {
             break;
         }
     }
     // SAFETY: last PHP call on this thread; no request is running.
-    unsafe { ffi::tp_thread_stop() };
+    unsafe { ffi::tp_thread_stop(handle.0.as_ptr()) };
+    drop(handle);
 
     let stopping = matches!(
         shared.stop.try_recv(),
@@ -300,26 +336,43 @@ fn next_job(shared: &Shared) -> Option<Job> {
     }
 }
 
-fn run_job(job: Job, output: OutputSettings) -> ThreadState {
+fn run_job(
+    job: Job,
+    output: OutputSettings,
+    thread: &Arc<ThreadHandle>,
+    request_seq: u64,
+) -> ThreadState {
     let Job {
         mut request,
         reply,
         queued_at,
         span,
+        deadline,
     } = job;
     let _entered = span.enter();
     tracing::trace!(
         queued_us = queued_at.elapsed().as_micros() as u64,
         "PHP request dequeued"
     );
+    if let Some(deadline) = &deadline {
+        let thread = thread.clone();
+        deadline.on_expire(move || {
+            if thread.interrupt(request_seq) {
+                tracing::warn!("interrupted a PHP script that outlived its request timeout");
+            }
+        });
+    }
     let body = std::mem::replace(&mut request.body, super::body::RequestBody::empty());
-    let mut exchange = Exchange::new(body, reply, output);
+    let mut exchange = Exchange::new(body, reply, output).with_deadline(deadline.clone());
     let mut entries = Vec::new();
     let ctx: *mut Exchange = &mut exchange;
-    let c_request = request.as_ffi(&mut entries, ctx.cast::<c_void>());
+    let c_request = request.as_ffi(&mut entries, request_seq, ctx.cast::<c_void>());
     // SAFETY: `c_request` points into `request` and `entries`, which outlive the call; `ctx`
     // points at `exchange`, which Rust does not touch until the call returns.
     let outcome = unsafe { ffi::tp_execute(&c_request) };
+    if let Some(deadline) = &deadline {
+        deadline.clear_on_expire();
+    }
     exchange.finish();
     match outcome {
         ffi::tp_outcome::TP_OUTCOME_OK => ThreadState::Healthy,

@@ -133,10 +133,12 @@ impl PhpRequest {
     }
 
     /// The C view of this request. `entries` must outlive the returned struct's use and is
-    /// filled here; `ctx` is handed back to the host callbacks.
+    /// filled here; `request_seq` identifies it to `tp_interrupt`; `ctx` is handed back to the
+    /// host callbacks.
     pub(crate) fn as_ffi(
         &mut self,
         entries: &mut Vec<ffi::tp_server_var>,
+        request_seq: u64,
         ctx: *mut c_void,
     ) -> ffi::tp_request {
         self.server_vars.fill_entries(entries);
@@ -151,6 +153,7 @@ impl PhpRequest {
             authorization: optional_ptr(&self.authorization),
             proto_num: self.proto_num,
             request_time: self.request_time,
+            request_seq,
             server_vars: entries.as_ptr(),
             server_vars_len: entries.len(),
             ctx,

@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 
 use super::body::RequestBody;
 use super::channel::{chunk_channel, ChunkReceiver, ChunkSender};
+use crate::layer::Deadline;
 
 /// The body of a response produced by [`PhpService`](crate::php::PhpService).
 #[derive(Debug)]
@@ -208,6 +209,7 @@ pub(crate) struct Exchange {
     stream: Option<ChunkSender>,
     client_gone: bool,
     settings: OutputSettings,
+    deadline: Option<Deadline>,
 }
 
 impl Exchange {
@@ -224,7 +226,19 @@ impl Exchange {
             stream: None,
             client_gone: false,
             settings,
+            deadline: None,
         }
+    }
+
+    /// The deadline `tokio_request_heartbeat()` moves.
+    pub(crate) fn with_deadline(mut self, deadline: Option<Deadline>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// `tokio_request_heartbeat($seconds)`: false when the request has no timeout.
+    pub(crate) fn heartbeat(&mut self, seconds: i64) -> bool {
+        self.deadline.as_ref().is_some_and(|d| d.extend(seconds))
     }
 
     pub(crate) fn read_body(&mut self, buf: &mut [u8]) -> usize {

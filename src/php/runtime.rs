@@ -137,6 +137,7 @@ const HOST_CALLBACKS: ffi::tp_host_callbacks = ffi::tp_host_callbacks {
     send_headers: Some(host_send_headers),
     read_body: Some(host_read_body),
     log: Some(host_log),
+    heartbeat: Some(host_heartbeat),
 };
 
 /// # Safety
@@ -196,6 +197,11 @@ unsafe extern "C" fn host_read_body(ctx: *mut c_void, buf: *mut c_char, len: usi
     let buf = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
     // SAFETY: the shim passes the running request's ctx.
     unsafe { exchange(ctx).read_body(buf) }
+}
+
+unsafe extern "C" fn host_heartbeat(ctx: *mut c_void, seconds: i64) -> bool {
+    // SAFETY: the shim passes the running request's ctx.
+    unsafe { exchange(ctx).heartbeat(seconds) }
 }
 
 unsafe extern "C" fn host_log(ctx: *mut c_void, msg: *const c_char, len: usize, level: c_int) {

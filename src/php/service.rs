@@ -18,6 +18,7 @@ use super::pool::{Job, PhpPool, Rejected, Submitter};
 use super::request::{PhpRequest, ServerIdentity};
 use super::response::PhpBody;
 use super::script::{DocumentRoot, Resolution};
+use crate::layer::Deadline;
 use crate::{BoxError, ConnInfo};
 
 /// Settings of a [`PhpService`].
@@ -172,6 +173,7 @@ impl PhpService {
             reply,
             queued_at: Instant::now(),
             span: tracing::Span::current(),
+            deadline: parts.extensions.get::<Deadline>().cloned(),
         };
         match self.pool.try_submit(job) {
             Ok(()) => {}

@@ -45,13 +45,34 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(pool: PoolConfig, body_limits: BodyLimits) -> TestServer {
+        TestServer::serve(pool, |pool| {
+            let config = PhpServiceConfig {
+                body_limits,
+                ..PhpServiceConfig::new(DocumentRoot::new(fixtures_root()).unwrap())
+            };
+            PhpService::new(pool, config)
+        })
+        .await
+    }
+
+    /// Serves whatever stack `make` builds around a pool.
+    pub async fn serve<S, B>(pool: PoolConfig, make: impl FnOnce(&PhpPool) -> S) -> TestServer
+    where
+        S: tower::Service<
+                Request<hyper::body::Incoming>,
+                Response = Response<B>,
+                Error = std::convert::Infallible,
+            > + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<tokio_php::BoxError>,
+    {
         php_runtime();
         let pool = PhpPool::start(pool).expect("pool starts");
-        let config = PhpServiceConfig {
-            body_limits,
-            ..PhpServiceConfig::new(DocumentRoot::new(fixtures_root()).unwrap())
-        };
-        let service = PhpService::new(&pool, config);
+        let service = make(&pool);
         let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -68,6 +89,14 @@ impl TestServer {
             pool,
             stop: Some(stop),
         }
+    }
+
+    /// The plain PHP service over the fixtures, as `serve` callers usually want it.
+    pub fn php_service(pool: &PhpPool) -> PhpService {
+        PhpService::new(
+            pool,
+            PhpServiceConfig::new(DocumentRoot::new(fixtures_root()).unwrap()),
+        )
     }
 
     pub async fn with_workers(workers: usize) -> TestServer {
