@@ -27,3 +27,6 @@ pub use rate_limit::{RateLimit, RateLimitLayer};
 pub mod timeout;
 
 pub use timeout::{Deadline, Timeout, TimeoutLayer};
+pub mod compression;
+
+pub use compression::{Compressible, CompressionLayer};

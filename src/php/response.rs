@@ -103,6 +103,11 @@ impl Body for PhpBody {
     }
 }
 
+/// Marks a streamed response whose output started with PHP's `flush()`: the script wants its
+/// bytes delivered promptly (progress output, Server-Sent Events), so nothing should buffer it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushedEarly;
+
 /// Status and headers as PHP sent them.
 #[derive(Debug)]
 pub(crate) struct Head {
@@ -167,6 +172,7 @@ pub(crate) struct ResponseStart {
     pub(crate) head: Head,
     pub(crate) body: PhpBody,
     pub(crate) complete: bool,
+    pub(crate) flushed_early: bool,
 }
 
 impl ResponseStart {
@@ -175,6 +181,7 @@ impl ResponseStart {
             head,
             body,
             complete,
+            flushed_early,
         } = self;
         let mut headers = head.headers;
         if complete && !is_head_request {
@@ -184,6 +191,9 @@ impl ResponseStart {
         let mut response = Response::new(body);
         *response.status_mut() = head.status;
         *response.headers_mut() = headers;
+        if flushed_early {
+            response.extensions_mut().insert(FlushedEarly);
+        }
         response
     }
 }
@@ -210,6 +220,7 @@ pub(crate) struct Exchange {
     client_gone: bool,
     settings: OutputSettings,
     deadline: Option<Deadline>,
+    flushed: bool,
 }
 
 impl Exchange {
@@ -227,6 +238,7 @@ impl Exchange {
             client_gone: false,
             settings,
             deadline: None,
+            flushed: false,
         }
     }
 
@@ -263,6 +275,7 @@ impl Exchange {
 
     /// `flush()`: sends the head (if not yet) and whatever is buffered.
     pub(crate) fn flush(&mut self) -> bool {
+        self.flushed = true;
         !self.client_gone && self.send(false)
     }
 
@@ -307,6 +320,7 @@ impl Exchange {
                 head,
                 body,
                 complete: last,
+                flushed_early: self.flushed && !last,
             })
             .is_ok()
     }
