@@ -30,3 +30,6 @@ pub use timeout::{Deadline, Timeout, TimeoutLayer};
 pub mod compression;
 
 pub use compression::{Compressible, CompressionLayer};
+pub mod try_files;
+
+pub use try_files::{TryFiles, TryFilesBody, TryFilesLayer};

@@ -10,7 +10,7 @@ mod pool;
 mod request;
 mod response;
 mod runtime;
-mod script;
+pub(crate) mod script;
 mod service;
 
 pub use body::BodyLimits;

@@ -29,8 +29,10 @@ pub enum Resolution {
     Forbidden,
 }
 
-/// A resolved primary script.
-#[derive(Debug, PartialEq, Eq)]
+/// A resolved primary script. Put one in the request extensions to make
+/// [`PhpService`](super::PhpService) run it instead of resolving the URL (what
+/// [`TryFilesLayer`](crate::layer::TryFilesLayer) does for a front controller).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Script {
     /// `SCRIPT_NAME`: the decoded URL path of the script, e.g. `/blog/index.php`.
     pub script_name: String,
@@ -56,6 +58,35 @@ impl DocumentRoot {
     /// The canonical path of the root.
     pub fn path(&self) -> &Path {
         &self.root
+    }
+
+    /// The script at `relative` (e.g. `index.php`) as a front controller: every request runs it,
+    /// with the request's decoded path as `PATH_INFO`. Fails if it is not a file inside the root.
+    pub fn front_controller(&self, relative: &str) -> io::Result<Script> {
+        let segments = decode_segments(&format!("/{}", relative.trim_start_matches('/')))
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{relative:?} is not a path inside the document root"),
+                )
+            })?;
+        let filename = self.root.join(segments.join("/"));
+        let real = filename.canonicalize()?;
+        if !real.starts_with(&self.root) || !real.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is not a file inside the document root",
+                    filename.display()
+                ),
+            ));
+        }
+        Ok(Script {
+            script_name: join_url_path(&segments),
+            filename,
+            path_info: String::new(),
+        })
     }
 
     /// Resolves the (still percent-encoded) path of a request URI.
@@ -113,7 +144,7 @@ impl DocumentRoot {
 
 /// Percent-decodes the path and splits it into segments, dropping empty and `.` segments.
 /// `None` for anything that could step outside the root or confuse the filesystem.
-fn decode_segments(uri_path: &str) -> Option<Vec<String>> {
+pub(crate) fn decode_segments(uri_path: &str) -> Option<Vec<String>> {
     if !uri_path.starts_with('/') {
         return None;
     }

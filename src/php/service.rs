@@ -17,7 +17,7 @@ use super::body::{self, BodyError, BodyLimits};
 use super::pool::{Job, PhpPool, Rejected, Submitter};
 use super::request::{PhpRequest, ServerIdentity};
 use super::response::PhpBody;
-use super::script::{DocumentRoot, Resolution};
+use super::script::{DocumentRoot, Resolution, Script};
 use crate::layer::Deadline;
 use crate::{BoxError, ConnInfo};
 
@@ -136,13 +136,17 @@ impl Future for ResponseFuture {
 }
 
 impl PhpService {
-    async fn handle<B>(self, request: Request<B>) -> Response<PhpBody>
+    async fn handle<B>(self, mut request: Request<B>) -> Response<PhpBody>
     where
         B: Body,
         B::Error: Into<BoxError>,
     {
         let settings = &self.settings;
-        let script = match settings.document_root.resolve(request.uri().path()) {
+        let resolved = match request.extensions_mut().remove::<Script>() {
+            Some(script) => Resolution::Script(script),
+            None => settings.document_root.resolve(request.uri().path()),
+        };
+        let script = match resolved {
             Resolution::Script(script) => script,
             Resolution::NotFound => return error_response(StatusCode::NOT_FOUND),
             Resolution::Forbidden => return error_response(StatusCode::FORBIDDEN),
