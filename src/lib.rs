@@ -21,6 +21,12 @@ pub use config::Config;
 pub use conn_info::ConnInfo;
 pub use stub::StubService;
 
+/// Marks a response the server generated itself (404 for a missing script, 413, 429, 503, …)
+/// rather than one a PHP script produced: [`layer::ErrorPagesLayer`] may replace its short
+/// plain-text body with the configured HTML page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerGenerated;
+
 /// Errors from bodies and services, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

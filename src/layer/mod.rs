@@ -33,3 +33,6 @@ pub use compression::{Compressible, CompressionLayer};
 pub mod try_files;
 
 pub use try_files::{TryFiles, TryFilesBody, TryFilesLayer};
+pub mod error_pages;
+
+pub use error_pages::{ErrorPages, ErrorPagesLayer};

@@ -228,6 +228,7 @@ where
         tracing::info!(client_ip = %conn.remote_addr.ip(), "rate limit exceeded; answering 429");
         let mut response = Response::new(Full::from("429 Too Many Requests"));
         *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        response.extensions_mut().insert(crate::ServerGenerated);
         let response_headers = response.headers_mut();
         response_headers.extend(headers);
         response_headers.insert(

@@ -247,6 +247,7 @@ where
             tracing::warn!("request timed out; answering 504");
             let mut response = Response::new(ResBody::default());
             *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+            response.extensions_mut().insert(crate::ServerGenerated);
             return Poll::Ready(Ok(response));
         }
     }

@@ -234,6 +234,7 @@ async fn serve_static<ReqBody: Send + 'static>(
 fn not_found<B>() -> Response<TryFilesBody<B>> {
     let mut response = Response::new(TryFilesBody::empty());
     *response.status_mut() = StatusCode::NOT_FOUND;
+    response.extensions_mut().insert(crate::ServerGenerated);
     response
 }
 

@@ -19,7 +19,7 @@ use super::request::{PhpRequest, ServerIdentity};
 use super::response::PhpBody;
 use super::script::{DocumentRoot, Resolution, Script};
 use crate::layer::Deadline;
-use crate::{BoxError, ConnInfo};
+use crate::{BoxError, ConnInfo, ServerGenerated};
 
 /// Settings of a [`PhpService`].
 #[derive(Debug, Clone)]
@@ -223,6 +223,7 @@ pub(crate) fn error_response(status: StatusCode) -> Response<PhpBody> {
     );
     let mut response = Response::new(PhpBody::full(text));
     *response.status_mut() = status;
+    response.extensions_mut().insert(ServerGenerated);
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
