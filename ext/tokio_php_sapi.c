@@ -476,7 +476,9 @@ tp_outcome tp_execute(const tp_request *request)
 
     zend_try {
         if (php_request_startup() == SUCCESS) {
+            host.phase(request->ctx, TP_PHASE_STARTED);
             execute_primary_script(request->script_filename);
+            host.phase(request->ctx, TP_PHASE_SCRIPT_DONE);
         } else {
             /* php-fpm exits the process here; we retire just this thread. */
             outcome = TP_OUTCOME_THREAD_UNUSABLE;

@@ -63,7 +63,15 @@ typedef struct tp_host_callbacks {
     void (*log)(void *ctx, const char *msg, size_t len, int syslog_level);
     /* tokio_request_heartbeat($seconds): may the request's deadline move `seconds` from now? */
     bool (*heartbeat)(void *ctx, int64_t seconds);
+    /* A request reached a phase (see tp_phase), for timings. */
+    void (*phase)(void *ctx, int phase);
 } tp_host_callbacks;
+
+/* Phases reported through tp_host_callbacks.phase. */
+typedef enum tp_phase {
+    TP_PHASE_STARTED = 1,     /* php_request_startup() finished; the script starts */
+    TP_PHASE_SCRIPT_DONE = 2, /* the script ended; request shutdown starts */
+} tp_phase;
 
 typedef struct tp_startup_options {
     tp_host_callbacks callbacks;

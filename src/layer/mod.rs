@@ -36,3 +36,6 @@ pub use try_files::{TryFiles, TryFilesBody, TryFilesLayer};
 pub mod error_pages;
 
 pub use error_pages::{ErrorPages, ErrorPagesLayer};
+pub mod profile;
+
+pub use profile::{Profile, ProfileLayer};

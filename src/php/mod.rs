@@ -16,7 +16,7 @@ mod service;
 pub use body::BodyLimits;
 pub use pool::{PhpPool, PoolConfig, PoolStats};
 pub use request::ServerVars;
-pub use response::{FlushedEarly, PhpBody};
+pub use response::{FlushedEarly, PhpBody, PhpTimings};
 pub use runtime::{has_thread_timers, version, PhpRuntime, PhpRuntimeConfig, PhpStartError};
 pub use script::{DocumentRoot, Resolution, Script};
 pub use service::{PhpService, PhpServiceConfig, ResponseFuture};

@@ -76,6 +76,8 @@ pub(crate) struct Job {
     pub(crate) span: tracing::Span,
     /// The request's timeout, if any: interrupts the script when it passes.
     pub(crate) deadline: Option<Deadline>,
+    /// Time spent preparing the request before it was queued.
+    pub(crate) parse_time: Duration,
 }
 
 /// Why a job was not queued.
@@ -348,12 +350,10 @@ fn run_job(
         queued_at,
         span,
         deadline,
+        parse_time,
     } = job;
     let _entered = span.enter();
-    tracing::trace!(
-        queued_us = queued_at.elapsed().as_micros() as u64,
-        "PHP request dequeued"
-    );
+    let queue_time = queued_at.elapsed();
     if let Some(deadline) = &deadline {
         let thread = thread.clone();
         deadline.on_expire(move || {
@@ -363,7 +363,9 @@ fn run_job(
         });
     }
     let body = std::mem::replace(&mut request.body, super::body::RequestBody::empty());
-    let mut exchange = Exchange::new(body, reply, output).with_deadline(deadline.clone());
+    let mut exchange = Exchange::new(body, reply, output)
+        .with_deadline(deadline.clone())
+        .with_timings(parse_time, queue_time);
     let mut entries = Vec::new();
     let ctx: *mut Exchange = &mut exchange;
     let c_request = request.as_ffi(&mut entries, request_seq, ctx.cast::<c_void>());

@@ -7,7 +7,7 @@
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 
 use super::body::RequestBody;
 use super::channel::{chunk_channel, ChunkReceiver, ChunkSender};
+use super::ffi;
 use crate::layer::Deadline;
 
 /// The body of a response produced by [`PhpService`](crate::php::PhpService).
@@ -103,6 +104,63 @@ impl Body for PhpBody {
     }
 }
 
+/// Where a PHP request's time went, attached to its response's extensions (read by
+/// [`ProfileLayer`](crate::layer::ProfileLayer)). For a streamed response the values are those
+/// known when its headers left: `script` and `output` so far, and no `shutdown`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PhpTimings {
+    /// Resolving the script, reading the request body and preparing PHP's request.
+    pub parse: Duration,
+    /// Waiting in the queue for a worker.
+    pub queue: Duration,
+    /// `php_request_startup()`.
+    pub startup: Duration,
+    /// Running the script (output time included).
+    pub script: Duration,
+    /// Handing output to the client (inside `script` and `shutdown`).
+    pub output: Duration,
+    /// `php_request_shutdown()`: shutdown functions, destructors, cleanup.
+    pub shutdown: Option<Duration>,
+}
+
+/// The moments of one request on its worker.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    began: Instant,
+    script_started: Option<Instant>,
+    script_done: Option<Instant>,
+    finished: Option<Instant>,
+    output: Duration,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            began: Instant::now(),
+            script_started: None,
+            script_done: None,
+            finished: None,
+            output: Duration::ZERO,
+        }
+    }
+
+    fn timings(&self, mut timings: PhpTimings) -> PhpTimings {
+        let now = Instant::now();
+        let script_started = self.script_started.unwrap_or(now);
+        timings.startup = script_started - self.began;
+        timings.script = self
+            .script_done
+            .unwrap_or(now)
+            .saturating_duration_since(script_started);
+        timings.output = self.output;
+        timings.shutdown = self
+            .finished
+            .zip(self.script_done)
+            .map(|(finished, done)| finished - done);
+        timings
+    }
+}
+
 /// Marks a streamed response whose output started with PHP's `flush()`: the script wants its
 /// bytes delivered promptly (progress output, Server-Sent Events), so nothing should buffer it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +231,7 @@ pub(crate) struct ResponseStart {
     pub(crate) body: PhpBody,
     pub(crate) complete: bool,
     pub(crate) flushed_early: bool,
+    pub(crate) timings: PhpTimings,
 }
 
 impl ResponseStart {
@@ -182,6 +241,7 @@ impl ResponseStart {
             body,
             complete,
             flushed_early,
+            timings,
         } = self;
         let mut headers = head.headers;
         if complete && !is_head_request {
@@ -194,6 +254,7 @@ impl ResponseStart {
         if flushed_early {
             response.extensions_mut().insert(FlushedEarly);
         }
+        response.extensions_mut().insert(timings);
         response
     }
 }
@@ -221,6 +282,8 @@ pub(crate) struct Exchange {
     settings: OutputSettings,
     deadline: Option<Deadline>,
     flushed: bool,
+    clock: Clock,
+    timings: PhpTimings,
 }
 
 impl Exchange {
@@ -239,6 +302,25 @@ impl Exchange {
             settings,
             deadline: None,
             flushed: false,
+            clock: Clock::new(),
+            timings: PhpTimings::default(),
+        }
+    }
+
+    /// Timings measured before the worker took the request.
+    pub(crate) fn with_timings(mut self, parse: Duration, queue: Duration) -> Self {
+        self.timings.parse = parse;
+        self.timings.queue = queue;
+        self
+    }
+
+    /// PHP reached `phase` (a `tp_phase`).
+    pub(crate) fn phase(&mut self, phase: i32) {
+        let now = Some(Instant::now());
+        match phase {
+            p if p == ffi::tp_phase::TP_PHASE_STARTED as i32 => self.clock.script_started = now,
+            p if p == ffi::tp_phase::TP_PHASE_SCRIPT_DONE as i32 => self.clock.script_done = now,
+            _ => {}
         }
     }
 
@@ -281,17 +363,20 @@ impl Exchange {
 
     /// The script ended: completes the response.
     pub(crate) fn finish(mut self) {
+        self.clock.finished = Some(Instant::now());
         if !self.client_gone {
             self.send(true);
         }
     }
 
     fn send(&mut self, last: bool) -> bool {
+        let started = Instant::now();
         let data = self.buffer.split().freeze();
         let delivered = match self.reply.take() {
             Some(reply) => self.start_response(reply, data, last),
             None => self.send_chunk(data),
         };
+        self.clock.output += started.elapsed();
         if last {
             self.stream = None; // ends the streamed body
         }
@@ -321,6 +406,7 @@ impl Exchange {
                 body,
                 complete: last,
                 flushed_early: self.flushed && !last,
+                timings: self.clock.timings(self.timings),
             })
             .is_ok()
     }

@@ -138,6 +138,7 @@ const HOST_CALLBACKS: ffi::tp_host_callbacks = ffi::tp_host_callbacks {
     read_body: Some(host_read_body),
     log: Some(host_log),
     heartbeat: Some(host_heartbeat),
+    phase: Some(host_phase),
 };
 
 /// # Safety
@@ -202,6 +203,11 @@ unsafe extern "C" fn host_read_body(ctx: *mut c_void, buf: *mut c_char, len: usi
 unsafe extern "C" fn host_heartbeat(ctx: *mut c_void, seconds: i64) -> bool {
     // SAFETY: the shim passes the running request's ctx.
     unsafe { exchange(ctx).heartbeat(seconds) }
+}
+
+unsafe extern "C" fn host_phase(ctx: *mut c_void, phase: c_int) {
+    // SAFETY: the shim passes the running request's ctx.
+    unsafe { exchange(ctx).phase(phase) }
 }
 
 unsafe extern "C" fn host_log(ctx: *mut c_void, msg: *const c_char, len: usize, level: c_int) {

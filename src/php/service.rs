@@ -142,6 +142,7 @@ impl PhpService {
         B::Error: Into<BoxError>,
     {
         let settings = &self.settings;
+        let received = Instant::now();
         let resolved = match request.extensions_mut().remove::<Script>() {
             Some(script) => Resolution::Script(script),
             None => settings.document_root.resolve(request.uri().path()),
@@ -178,6 +179,7 @@ impl PhpService {
             queued_at: Instant::now(),
             span: tracing::Span::current(),
             deadline: parts.extensions.get::<Deadline>().cloned(),
+            parse_time: received.elapsed(),
         };
         match self.pool.try_submit(job) {
             Ok(()) => {}
