@@ -3,7 +3,7 @@
 //! Invalid values stop the server at startup with a message naming the variable.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::error::{ContextKind, ContextValue};
@@ -80,6 +80,54 @@ pub struct Config {
     #[arg(long, env = "BODY_SPILL_THRESHOLD", value_name = "BODY_SPILL_THRESHOLD", default_value = "1M", value_parser = parse_size)]
     pub body_spill_threshold: u64,
 
+    /// Requests taking longer get 504 and their script is stopped: `30s`, `2m`, `5m`, … or `off`.
+    /// `tokio_request_heartbeat()` extends it.
+    #[arg(long, env = "REQUEST_TIMEOUT", value_name = "REQUEST_TIMEOUT", default_value = "2m", value_parser = parse_optional_duration)]
+    pub request_timeout: ::std::option::Option<Duration>, // spelled out: clap treats a bare `Option` as "flag may be absent"
+
+    /// Requests allowed per client IP per RATE_WINDOW; 0 = no rate limiting.
+    #[arg(
+        long,
+        env = "RATE_LIMIT",
+        value_name = "RATE_LIMIT",
+        default_value_t = 0
+    )]
+    pub rate_limit: u32,
+
+    /// The rate-limit window, in seconds.
+    #[arg(long, env = "RATE_WINDOW", value_name = "RATE_WINDOW", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate_window: u64,
+
+    /// `Cache-Control: max-age` for static files: `1d`, `1w`, `1m` (month), `1y`, any `Ns`/`Nh`, or `off`.
+    #[arg(long, env = "STATIC_CACHE_TTL", value_name = "STATIC_CACHE_TTL", default_value = "1d", value_parser = parse_cache_ttl)]
+    pub static_cache_ttl: ::std::option::Option<Duration>,
+
+    /// Front controller (e.g. `index.php`): every request that is not a static file runs it.
+    #[arg(
+        long,
+        env = "INDEX_FILE",
+        value_name = "INDEX_FILE",
+        default_value = ""
+    )]
+    pub index_file: String,
+
+    /// Directory of `{status}.html` pages shown to browsers for empty error responses; empty = off.
+    #[arg(
+        long,
+        env = "ERROR_PAGES_DIR",
+        value_name = "ERROR_PAGES_DIR",
+        default_value = ""
+    )]
+    pub error_pages_dir: String,
+
+    /// `1`: requests with `X-Profile: 1` get `X-Profile-*` timing headers.
+    #[arg(long, env = "PROFILE", value_name = "PROFILE", default_value = "0", value_parser = parse_flag)]
+    pub profile: bool,
+
+    /// `1`: one `access` log line per request.
+    #[arg(long, env = "ACCESS_LOG", value_name = "ACCESS_LOG", default_value = "0", value_parser = parse_flag)]
+    pub access_log: bool,
+
     /// Time a client has to send its request headers (e.g. `30s`).
     #[arg(long, env = "HEADER_READ_TIMEOUT", value_name = "HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
@@ -121,6 +169,12 @@ impl Config {
             return Err(format!(
                 "BODY_SPILL_THRESHOLD ({}) is larger than MAX_BODY_SIZE ({})",
                 self.body_spill_threshold, self.max_body_size
+            ));
+        }
+        if !self.error_pages_dir.is_empty() && !Path::new(&self.error_pages_dir).is_dir() {
+            return Err(format!(
+                "ERROR_PAGES_DIR={} is not a directory",
+                self.error_pages_dir
             ));
         }
         if self.header_read_timeout.is_zero() {
@@ -192,6 +246,39 @@ pub fn parse_size(value: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("expected a size such as 512K, 64M or 1G, got {value:?}"))
 }
 
+/// A duration, or `off` (also `0`) for none.
+pub fn parse_optional_duration(value: &str) -> Result<Option<Duration>, String> {
+    match value.trim() {
+        "off" | "0" | "" => Ok(None),
+        other => parse_duration(other).map(Some),
+    }
+}
+
+/// A cache lifetime: a number with `s`, `h`, `d`, `w`, `m` (30-day month) or `y` (365 days), or
+/// `off`.
+pub fn parse_cache_ttl(value: &str) -> Result<Option<Duration>, String> {
+    let text = value.trim();
+    if text == "off" || text == "0" {
+        return Ok(None);
+    }
+    let error = || format!("expected a lifetime such as 1d, 1w, 1m, 1y or off, got {value:?}");
+    let unit_at = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(error)?;
+    let (number, unit) = text.split_at(unit_at);
+    let number: u64 = number.parse().map_err(|_| error())?;
+    let seconds = match unit {
+        "s" => 1,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        "m" => 30 * 86_400,
+        "y" => 365 * 86_400,
+        _ => return Err(error()),
+    };
+    Ok(Some(Duration::from_secs(
+        number.checked_mul(seconds).ok_or_else(error)?,
+    )))
+}
+
 /// A duration such as `30s`, `2m`, `1h` or `500ms`.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value.trim())
@@ -222,6 +309,36 @@ mod tests {
         assert_eq!(parse_size("1G"), Ok(1 << 30));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("-1M").is_err());
+    }
+
+    #[test]
+    fn timeouts_and_cache_lifetimes() {
+        assert_eq!(parse_optional_duration("off"), Ok(None));
+        assert_eq!(
+            parse_optional_duration("30s"),
+            Ok(Some(Duration::from_secs(30)))
+        );
+        assert_eq!(
+            parse_optional_duration("2m"),
+            Ok(Some(Duration::from_secs(120)))
+        );
+        assert!(parse_optional_duration("soon").is_err());
+        assert_eq!(parse_cache_ttl("off"), Ok(None));
+        assert_eq!(parse_cache_ttl("1d"), Ok(Some(Duration::from_secs(86_400))));
+        assert_eq!(
+            parse_cache_ttl("1w"),
+            Ok(Some(Duration::from_secs(604_800)))
+        );
+        assert_eq!(
+            parse_cache_ttl("1m"),
+            Ok(Some(Duration::from_secs(2_592_000)))
+        );
+        assert_eq!(
+            parse_cache_ttl("1y"),
+            Ok(Some(Duration::from_secs(31_536_000)))
+        );
+        assert!(parse_cache_ttl("1x").is_err());
+        assert!(parse_cache_ttl("d").is_err());
     }
 
     #[test]

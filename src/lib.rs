@@ -15,6 +15,7 @@ pub mod layer;
 pub mod log;
 pub mod php;
 pub mod server;
+pub mod stack;
 mod stub;
 
 pub use config::Config;

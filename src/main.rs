@@ -4,10 +4,10 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tokio_php::php::{
-    DocumentRoot, PhpPool, PhpRuntime, PhpRuntimeConfig, PhpService, PhpServiceConfig,
-};
+use hyper::body::Incoming;
+use tokio_php::php::{PhpPool, PhpRuntime, PhpRuntimeConfig, PhpService, PhpServiceConfig};
 use tokio_php::server::{self, ServeConfig};
+use tokio_php::stack::{self, StackConfig, StackService};
 use tokio_php::{Config, StubService};
 
 fn main() -> ExitCode {
@@ -31,17 +31,21 @@ fn init_logging(config: &Config) {
 }
 
 fn run(config: &Config) -> Result<(), String> {
+    let stack_config = StackConfig::from_config(config)?;
     if config.use_stub {
         tracing::info!("USE_STUB=1: answering every request with an empty 200, PHP not started");
-        return serve(config, StubService);
+        let service = stack::build(&stack_config, StubService).map_err(|e| e.to_string())?;
+        return serve(config, service);
     }
     if !config.use_ext {
         tracing::info!(
             "USE_EXT=0 accepted: tokio_php has one native executor and uses it either way"
         );
     }
-    let document_root = DocumentRoot::new(&config.document_root)
-        .map_err(|e| format!("DOCUMENT_ROOT={}: {e}", config.document_root.display()))?;
+    let document_root = stack_config
+        .document_root
+        .clone()
+        .ok_or("DOCUMENT_ROOT is required")?;
     let pool_config = config.pool();
 
     // PHP first, while this is the only thread: module startup (OPcache preload) may fork.
@@ -52,12 +56,16 @@ fn run(config: &Config) -> Result<(), String> {
     .map_err(|e| format!("starting PHP: {e}"))?;
     let pool = PhpPool::start(pool_config).map_err(|e| format!("starting PHP workers: {e}"))?;
 
-    let service_config = PhpServiceConfig {
-        body_limits: config.body_limits(),
-        ..PhpServiceConfig::new(document_root)
-    };
-    let service = PhpService::new(&pool, service_config);
-    let served = serve(config, service);
+    let php = PhpService::new(
+        &pool,
+        PhpServiceConfig {
+            body_limits: config.body_limits(),
+            ..PhpServiceConfig::new(document_root)
+        },
+    );
+    let served = stack::build(&stack_config, php)
+        .map_err(|e| e.to_string())
+        .and_then(|service| serve(config, service));
 
     if !pool.shutdown(Duration::from_secs(30)) {
         tracing::warn!("PHP workers still busy after 30s; exiting without PHP shutdown");
@@ -67,17 +75,7 @@ fn run(config: &Config) -> Result<(), String> {
     served
 }
 
-fn serve<S>(config: &Config, service: S) -> Result<(), String>
-where
-    S: tower::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<tokio_php::php::PhpBody>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+fn serve(config: &Config, service: StackService<Incoming>) -> Result<(), String> {
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

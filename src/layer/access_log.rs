@@ -72,6 +72,8 @@ struct Entry {
     tls: bool,
     status: u16,
     bytes: u64,
+    /// The body length the response announced (Content-Length or an exact size).
+    announced_len: Option<u64>,
     completed: bool,
 }
 
@@ -99,6 +101,7 @@ impl Entry {
             tls: conn.is_some_and(|c| c.tls),
             status: 0,
             bytes: 0,
+            announced_len: None,
             completed: false,
         }
     }
@@ -174,6 +177,12 @@ where
         let mut entry = this.entry.take().expect("polled after completion");
         entry.status = response.status().as_u16();
         let (parts, body) = response.into_parts();
+        entry.announced_len = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .or_else(|| body.size_hint().exact());
         if body.is_end_stream() {
             entry.completed = true;
         }
@@ -203,12 +212,23 @@ impl<B: Body> Body for AccessLogBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        let mut this = self.project();
+        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
         match &frame {
             Some(Ok(frame)) => {
                 if let (Some(entry), Some(data)) = (this.entry.as_mut(), frame.data_ref()) {
                     entry.bytes += data.remaining() as u64;
+                }
+                // hyper stops polling once the body says it has ended, or once it has sent as
+                // many bytes as the body announced.
+                let all_sent = this
+                    .entry
+                    .as_ref()
+                    .is_some_and(|e| e.announced_len.is_some_and(|len| e.bytes >= len));
+                if this.inner.is_end_stream() || all_sent {
+                    if let Some(mut entry) = this.entry.take() {
+                        entry.completed = true;
+                    }
                 }
             }
             Some(Err(_)) => {

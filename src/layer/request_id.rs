@@ -136,8 +136,10 @@ where
         }
         let span = tracing::info_span!("request", request_id = %id);
         request.extensions_mut().insert(id);
+        // Inside the span for the call too, so layers below see it as the current span.
+        let inner = span.in_scope(|| self.inner.call(request));
         ResponseFuture {
-            inner: self.inner.call(request).instrument(span),
+            inner: inner.instrument(span),
             header,
         }
     }

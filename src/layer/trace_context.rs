@@ -214,8 +214,10 @@ where
         }
         request.extensions_mut().insert(trace);
 
+        // Inside the span for the call too, so layers below see it as the current span.
+        let inner = span.in_scope(|| self.inner.call(request));
         ResponseFuture {
-            inner: self.inner.call(request).instrument(span),
+            inner: inner.instrument(span),
             traceparent,
         }
     }

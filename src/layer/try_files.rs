@@ -231,9 +231,13 @@ async fn serve_static<ReqBody: Send + 'static>(
     response
 }
 
-fn not_found<B>() -> Response<TryFilesBody<B>> {
-    let mut response = Response::new(TryFilesBody::empty());
+fn not_found() -> Response<&'static str> {
+    let mut response = Response::new("404 Not Found\n");
     *response.status_mut() = StatusCode::NOT_FOUND;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response.extensions_mut().insert(crate::ServerGenerated);
     response
 }
@@ -251,7 +255,7 @@ pin_project_lite::pin_project! {
 pin_project_lite::pin_project! {
     #[project = KindProj]
     enum Kind<F> {
-        Ready { response: Option<Response<TryFilesBody<()>>> },
+        Ready { response: Option<Response<&'static str>> },
         Static { future: StaticFuture },
         Inner { #[pin] future: F },
     }
@@ -267,7 +271,7 @@ where
         let response = match self.project().kind.project() {
             KindProj::Ready { response } => {
                 let response = response.take().expect("polled after completion");
-                response.map(|_| TryFilesBody::empty())
+                response.map(TryFilesBody::text)
             }
             KindProj::Static { future } => {
                 let response = std::task::ready!(future.as_mut().poll(cx));
@@ -295,7 +299,7 @@ pin_project_lite::pin_project! {
     enum BodyKind<B> {
         Static { #[pin] body: ServeFileSystemResponseBody },
         Inner { #[pin] body: B },
-        Empty,
+        Fixed { data: Option<Bytes> },
     }
 }
 
@@ -312,9 +316,11 @@ impl<B> TryFilesBody<B> {
         }
     }
 
-    fn empty() -> Self {
+    fn text(text: &'static str) -> Self {
         TryFilesBody {
-            kind: BodyKind::Empty,
+            kind: BodyKind::Fixed {
+                data: Some(Bytes::from_static(text.as_bytes())),
+            },
         }
     }
 }
@@ -334,7 +340,7 @@ where
         match self.project().kind.project() {
             BodyProj::Static { body } => body.poll_frame(cx).map_err(Into::into),
             BodyProj::Inner { body } => body.poll_frame(cx).map_err(Into::into),
-            BodyProj::Empty => Poll::Ready(None),
+            BodyProj::Fixed { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
@@ -342,7 +348,7 @@ where
         match &self.kind {
             BodyKind::Static { body } => body.is_end_stream(),
             BodyKind::Inner { body } => body.is_end_stream(),
-            BodyKind::Empty => true,
+            BodyKind::Fixed { data } => data.is_none(),
         }
     }
 
@@ -350,7 +356,9 @@ where
         match &self.kind {
             BodyKind::Static { body } => body.size_hint(),
             BodyKind::Inner { body } => body.size_hint(),
-            BodyKind::Empty => SizeHint::with_exact(0),
+            BodyKind::Fixed { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
         }
     }
 }

@@ -1,0 +1,174 @@
+//! The server's layer stack, built from [`Config`] — the one place the layers are ordered.
+//!
+//! Outermost first:
+//!
+//! ```text
+//! TraceContextLayer   traceparent in/out, trace/span ids for everything below
+//! RequestIdLayer      X-Request-ID, in every log line
+//! AccessLogLayer      ACCESS_LOG=1: one line per request, after its body is sent
+//! ProfileLayer        PROFILE=1: X-Profile-* timings on request
+//! RateLimitLayer      RATE_LIMIT>0: 429 per client IP
+//! ErrorPagesLayer     ERROR_PAGES_DIR: HTML pages for empty / server-generated errors
+//! CompressionLayer    brotli for text-like bodies
+//! TryFilesLayer       static files | PHP | INDEX_FILE front controller
+//! TimeoutLayer        REQUEST_TIMEOUT: 504 and the script stopped; heartbeat-extendable
+//!   inner service     PhpService (or StubService with USE_STUB=1)
+//! ```
+//!
+//! The trace and request ids come first so every later layer logs with them; the access log sits
+//! outside the rate limiter and error pages so it records 429s and the final status; compression
+//! sits inside error pages (no point compressing a small HTML page) and outside static files;
+//! the timeout covers PHP only, not static files.
+//!
+//! Optional layers are applied by boxing the service they wrap, so each combination has one
+//! type; a box per optional layer per request is negligible next to running PHP. To build a
+//! different stack, use the layers in [`crate::layer`] with `tower::ServiceBuilder` directly
+//! (`examples/custom_stack.rs`).
+
+use std::convert::Infallible;
+use std::io;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt;
+use tower::util::BoxCloneService;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::layer::{
+    AccessLogLayer, CompressionLayer, ErrorPagesLayer, ProfileLayer, RateLimitLayer,
+    RequestIdLayer, TimeoutLayer, TraceContextLayer, TryFilesLayer,
+};
+use crate::php::DocumentRoot;
+use crate::{BoxError, Config};
+
+/// The body every stack answers with.
+pub type StackBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A built stack: cheap to clone, one per connection.
+pub type StackService<ReqBody> = BoxCloneService<Request<ReqBody>, Response<StackBody>, Infallible>;
+
+/// What the stack needs to know, taken from [`Config`].
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// Static files and scripts live here (`None`: no static files, e.g. for the stub).
+    pub document_root: Option<DocumentRoot>,
+    /// `REQUEST_TIMEOUT` (`None`: off).
+    pub request_timeout: Option<Duration>,
+    /// `RATE_LIMIT` per `RATE_WINDOW` (`None`: off).
+    pub rate_limit: Option<(u32, Duration)>,
+    /// `STATIC_CACHE_TTL`.
+    pub static_cache_ttl: Option<Duration>,
+    /// `INDEX_FILE`.
+    pub index_file: Option<String>,
+    /// `ERROR_PAGES_DIR`.
+    pub error_pages: Option<ErrorPagesLayer>,
+    /// `PROFILE=1`.
+    pub profile: bool,
+    /// `ACCESS_LOG=1`.
+    pub access_log: bool,
+}
+
+impl StackConfig {
+    /// Reads the stack settings from `config`, loading what must be checked at startup (the
+    /// document root, error pages). Errors name the variable at fault.
+    pub fn from_config(config: &Config) -> Result<StackConfig, String> {
+        let document_root = match DocumentRoot::new(&config.document_root) {
+            Ok(root) => Some(root),
+            Err(_) if config.use_stub => None,
+            Err(e) => {
+                return Err(format!(
+                    "DOCUMENT_ROOT={}: {e}",
+                    config.document_root.display()
+                ))
+            }
+        };
+        let error_pages = match config.error_pages_dir.as_str() {
+            "" => None,
+            dir => Some(
+                ErrorPagesLayer::from_dir(dir)
+                    .map_err(|e| format!("ERROR_PAGES_DIR={dir}: {e}"))?,
+            ),
+        };
+        Ok(StackConfig {
+            document_root,
+            request_timeout: config.request_timeout,
+            rate_limit: (config.rate_limit > 0)
+                .then(|| (config.rate_limit, Duration::from_secs(config.rate_window))),
+            static_cache_ttl: config.static_cache_ttl,
+            index_file: Some(config.index_file.clone()).filter(|f| !f.is_empty()),
+            error_pages,
+            profile: config.profile,
+            access_log: config.access_log,
+        })
+    }
+}
+
+/// Wraps `inner` (a [`PhpService`](crate::php::PhpService) or [`StubService`](crate::StubService))
+/// in the stack. Fails when `INDEX_FILE` is not a file inside the document root.
+pub fn build<S, ReqBody, ResBody>(
+    config: &StackConfig,
+    inner: S,
+) -> io::Result<StackService<ReqBody>>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    let mut service = boxed(inner);
+    if let Some(timeout) = config.request_timeout {
+        service = boxed(TimeoutLayer::new(timeout).layer(service));
+    }
+    if let Some(root) = &config.document_root {
+        service = boxed(try_files(config, root)?.layer(service));
+    }
+    service = boxed(CompressionLayer::new().layer(service));
+    if let Some(error_pages) = &config.error_pages {
+        service = boxed(error_pages.layer(service));
+    }
+    if let Some((limit, window)) = config.rate_limit {
+        service = boxed(RateLimitLayer::new(limit, window).layer(service));
+    }
+    if config.profile {
+        service = boxed(ProfileLayer::new().layer(service));
+    }
+    if config.access_log {
+        service = boxed(AccessLogLayer::new().layer(service));
+    }
+    service = boxed(RequestIdLayer::new().layer(service));
+    Ok(boxed(TraceContextLayer::new().layer(service)))
+}
+
+fn try_files(config: &StackConfig, root: &DocumentRoot) -> io::Result<TryFilesLayer> {
+    let layer = TryFilesLayer::new(root.clone()).with_cache_ttl(config.static_cache_ttl);
+    match &config.index_file {
+        None => Ok(layer),
+        Some(index_file) => layer
+            .with_index_file(index_file)
+            .map_err(|e| io::Error::new(e.kind(), format!("INDEX_FILE={index_file}: {e}"))),
+    }
+}
+
+/// Erases a service's type (and its body's) so optional layers can be stacked conditionally.
+fn boxed<S, ReqBody, ResBody>(service: S) -> StackService<ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    ReqBody: 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    BoxCloneService::new(service.map_response(|response: Response<ResBody>| {
+        response.map(|body| body.map_err(Into::into).boxed_unsync())
+    }))
+}
