@@ -1,0 +1,377 @@
+//! The whole layer stack, as the server builds it from its configuration, in front of real PHP.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{json, send, text, Proto, TestServer, BOTH};
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use tokio_php::layer::ErrorPagesLayer;
+use tokio_php::php::{DocumentRoot, PoolConfig};
+use tokio_php::stack::{self, StackConfig};
+
+fn config() -> StackConfig {
+    StackConfig {
+        document_root: Some(DocumentRoot::new(common::fixtures_root()).unwrap()),
+        request_timeout: Some(Duration::from_secs(30)),
+        rate_limit: None,
+        static_cache_ttl: Some(Duration::from_secs(86_400)),
+        index_file: None,
+        error_pages: None,
+        profile: false,
+        access_log: false,
+    }
+}
+
+async fn server(config: StackConfig) -> TestServer {
+    TestServer::serve(
+        PoolConfig {
+            workers: 2,
+            ..PoolConfig::default()
+        },
+        move |pool| stack::build(&config, TestServer::php_service(pool)).unwrap(),
+    )
+    .await
+}
+
+fn get(path: &str) -> http::request::Builder {
+    Request::get(path)
+}
+
+fn empty() -> Full<Bytes> {
+    Full::default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_context_and_request_id_reach_php_and_the_client() {
+    let server = server(config()).await;
+    for proto in BOTH {
+        let request = get("/trace.php")
+            .header(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            )
+            .header("tracestate", "vendor=x")
+            .body(empty())
+            .unwrap();
+        let response = send(server.addr, proto, request).await;
+        let traceparent = response.headers()["traceparent"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let request_id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let php = json(&response);
+        assert_eq!(
+            php["TRACE_ID"], "0af7651916cd43dd8448eb211c80319c",
+            "{proto:?}"
+        );
+        assert_eq!(php["PARENT_SPAN_ID"], "b7ad6b7169203331");
+        assert_eq!(
+            php["HTTP_TRACEPARENT"],
+            traceparent.as_str(),
+            "PHP propagates this server's span"
+        );
+        assert_eq!(php["HTTP_TRACESTATE"], "vendor=x");
+        assert_eq!(
+            traceparent,
+            format!(
+                "00-0af7651916cd43dd8448eb211c80319c-{}-01",
+                php["SPAN_ID"].as_str().unwrap()
+            )
+        );
+        assert_eq!(php["HTTP_X_REQUEST_ID"], request_id.as_str());
+        assert_eq!(
+            request_id,
+            format!("0af7651916cd-{}", &php["SPAN_ID"].as_str().unwrap()[..4])
+        );
+
+        let request = get("/trace.php")
+            .header("x-request-id", "client-chosen-42")
+            .body(empty())
+            .unwrap();
+        let response = send(server.addr, proto, request).await;
+        assert_eq!(response.headers()["x-request-id"], "client-chosen-42");
+        assert_eq!(json(&response)["HTTP_X_REQUEST_ID"], "client-chosen-42");
+        assert_eq!(
+            json(&response)["PARENT_SPAN_ID"],
+            serde_json::Value::Null,
+            "a new trace"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_answers_429_then_lets_the_client_back() {
+    let server = server(StackConfig {
+        rate_limit: Some((2, Duration::from_secs(1))),
+        ..config()
+    })
+    .await;
+    for proto in BOTH {
+        tokio::time::sleep(Duration::from_millis(1100)).await; // a full bucket for each protocol
+        for remaining in ["1", "0"] {
+            let response = server.get(proto, "/index.php").await;
+            assert_eq!(response.status(), StatusCode::OK, "{proto:?}");
+            assert_eq!(response.headers()["x-ratelimit-limit"], "2");
+            assert_eq!(response.headers()["x-ratelimit-remaining"], remaining);
+        }
+        let refused = server.get(proto, "/index.php").await;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS, "{proto:?}");
+        assert_eq!(refused.headers()["retry-after"], "1");
+        assert_eq!(text(&refused), "429 Too Many Requests");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(
+            server.get(proto, "/index.php").await.status(),
+            StatusCode::OK,
+            "refilled"
+        );
+    }
+}
+
+fn brotli_decode(data: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    brotli::Decompressor::new(data, 4096)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_output_is_brotli_compressed_when_accepted() {
+    let server = server(config()).await;
+    for proto in BOTH {
+        let plain = server.get(proto, "/page.php").await;
+        assert!(plain.headers().get("content-encoding").is_none());
+        assert_eq!(plain.headers()["vary"], "accept-encoding");
+
+        let request = get("/page.php")
+            .header("accept-encoding", "gzip, br")
+            .body(empty())
+            .unwrap();
+        let compressed = send(server.addr, proto, request).await;
+        assert_eq!(compressed.headers()["content-encoding"], "br", "{proto:?}");
+        assert!(compressed.body().len() < plain.body().len() / 4);
+        assert_eq!(brotli_decode(compressed.body()), plain.body().to_vec());
+
+        let request = get("/large.php")
+            .header("accept-encoding", "br")
+            .body(empty())
+            .unwrap();
+        let streamed = send(server.addr, proto, request).await;
+        assert_eq!(
+            streamed.headers()["content-encoding"],
+            "br",
+            "long streamed output too"
+        );
+        assert_eq!(brotli_decode(streamed.body()).len(), 1 << 20);
+
+        let request = get("/sse.php")
+            .header("accept-encoding", "br")
+            .body(empty())
+            .unwrap();
+        let events = send(server.addr, proto, request).await;
+        assert!(
+            events.headers().get("content-encoding").is_none(),
+            "SSE is never held back"
+        );
+        assert_eq!(text(&events).matches("data: ").count(), 3);
+
+        let request = get("/binary.php")
+            .header("accept-encoding", "br")
+            .body(empty())
+            .unwrap();
+        let binary = send(server.addr, proto, request).await;
+        assert!(
+            binary.headers().get("content-encoding").is_none(),
+            "octet-stream is not compressed"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_files_are_served_with_validators_ranges_and_cache_control() {
+    let server = server(config()).await;
+    for proto in BOTH {
+        let response = server.get(proto, "/style.css").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "text/css");
+        assert_eq!(response.headers()["cache-control"], "public, max-age=86400");
+        assert_eq!(text(&response), "body{}\n");
+        let etag = response.headers()["etag"].clone();
+        let modified = response.headers()["last-modified"].clone();
+
+        let request = get("/style.css")
+            .header("if-none-match", etag)
+            .body(empty())
+            .unwrap();
+        let response = send(server.addr, proto, request).await;
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED, "{proto:?}");
+        assert!(response.body().is_empty());
+
+        let request = get("/style.css")
+            .header("if-modified-since", modified)
+            .body(empty())
+            .unwrap();
+        assert_eq!(
+            send(server.addr, proto, request).await.status(),
+            StatusCode::NOT_MODIFIED
+        );
+
+        let request = get("/style.css")
+            .header("range", "bytes=0-3")
+            .body(empty())
+            .unwrap();
+        let response = send(server.addr, proto, request).await;
+        assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(response.headers()["content-range"], "bytes 0-3/7");
+        assert_eq!(text(&response), "body");
+
+        let request = Request::head("/style.css").body(empty()).unwrap();
+        let response = send(server.addr, proto, request).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-length"], "7");
+        assert!(response.body().is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_and_dotfiles_are_never_served_as_files() {
+    let server = server(config()).await;
+    for proto in BOTH {
+        let response = server.get(proto, "/index.php").await;
+        assert_eq!(
+            text(&response),
+            "index of /index.php",
+            "{proto:?}: run, not shown"
+        );
+        for hidden in ["/.env", "/%2eenv", "/sub/../.env"] {
+            let response = server.get(proto, hidden).await;
+            assert!(matches!(response.status().as_u16(), 403 | 404), "{hidden}");
+            assert!(!text(&response).contains("SECRET"), "{hidden}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_front_controller_gets_everything_but_static_files() {
+    let server = server(StackConfig {
+        index_file: Some("front.php".into()),
+        ..config()
+    })
+    .await;
+    for proto in BOTH {
+        let routed = json(&server.get(proto, "/blog/42?x=1").await);
+        assert_eq!(routed["script_name"], "/front.php", "{proto:?}");
+        assert_eq!(routed["path_info"], "/blog/42");
+        assert_eq!(routed["request_uri"], "/blog/42?x=1");
+        assert_eq!(routed["query"]["x"], "1");
+        assert_eq!(
+            json(&server.get(proto, "/dump.php").await)["path_info"],
+            "/dump.php"
+        );
+        assert_eq!(text(&server.get(proto, "/style.css").await), "body{}\n");
+        assert_eq!(
+            server.get(proto, "/front.php").await.status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+}
+
+#[test]
+fn a_missing_front_controller_stops_startup() {
+    let error = stack::build::<_, (), _>(
+        &StackConfig {
+            index_file: Some("no-such-index.php".into()),
+            ..config()
+        },
+        tokio_php::StubService,
+    )
+    .err()
+    .expect("a missing INDEX_FILE is refused");
+    assert!(
+        error.to_string().contains("INDEX_FILE=no-such-index.php"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_get_error_pages_and_api_clients_plain_errors() {
+    let errors = common::fixtures_root().join("../errors");
+    let server = server(StackConfig {
+        error_pages: Some(ErrorPagesLayer::from_dir(errors).unwrap()),
+        ..config()
+    })
+    .await;
+    for proto in BOTH {
+        let request = get("/missing.php")
+            .header("accept", "text/html,*/*;q=0.8")
+            .body(empty())
+            .unwrap();
+        let page = send(server.addr, proto, request).await;
+        assert_eq!(page.status(), StatusCode::NOT_FOUND);
+        assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+        assert!(
+            text(&page).contains("This page does not exist"),
+            "{proto:?}"
+        );
+
+        let request = get("/missing.php")
+            .header("accept", "application/json")
+            .body(empty())
+            .unwrap();
+        let plain = send(server.addr, proto, request).await;
+        assert_eq!(text(&plain), "404 Not Found\n");
+
+        let request = get("/fatal.php")
+            .header("accept", "text/html")
+            .body(empty())
+            .unwrap();
+        let fatal = send(server.addr, proto, request).await;
+        assert_eq!(fatal.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(fatal.body().is_empty(), "no 500.html: the empty 500 stays");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_time_every_phase_of_a_php_request() {
+    let server = server(StackConfig {
+        profile: true,
+        ..config()
+    })
+    .await;
+    for (proto, version) in [(Proto::Http1, "HTTP/1.1"), (Proto::H2c, "HTTP/2.0")] {
+        let request = get("/slow.php?ms=20")
+            .header("x-profile", "1")
+            .body(empty())
+            .unwrap();
+        let response = send(server.addr, proto, request).await;
+        let micros =
+            |name: &str| -> u64 { response.headers()[name].to_str().unwrap().parse().unwrap() };
+        assert_eq!(response.headers()["x-profile-http-version"], version);
+        assert!(
+            micros("x-profile-script-us") >= 20_000,
+            "the script slept 20 ms"
+        );
+        assert!(micros("x-profile-total-us") >= micros("x-profile-script-us"));
+        for name in [
+            "x-profile-parse-us",
+            "x-profile-queue-us",
+            "x-profile-php-startup-us",
+            "x-profile-output-us",
+            "x-profile-php-shutdown-us",
+        ] {
+            micros(name);
+        }
+        let plain = server.get(proto, "/slow.php?ms=1").await;
+        assert!(
+            plain.headers().get("x-profile-total-us").is_none(),
+            "only when asked"
+        );
+    }
+}
