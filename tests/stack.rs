@@ -285,15 +285,15 @@ async fn a_front_controller_gets_everything_but_static_files() {
 
 #[test]
 fn a_missing_front_controller_stops_startup() {
-    let error = stack::build::<_, (), _>(
+    let Err(error) = stack::build::<_, (), _>(
         &StackConfig {
             index_file: Some("no-such-index.php".into()),
             ..config()
         },
         tokio_php::StubService,
-    )
-    .err()
-    .expect("a missing INDEX_FILE is refused");
+    ) else {
+        panic!("a missing INDEX_FILE is refused");
+    };
     assert!(
         error.to_string().contains("INDEX_FILE=no-such-index.php"),
         "{error}"
