@@ -27,6 +27,7 @@ COPY --from=build /usr/local/bin/tokio_php /usr/local/bin/tokio_php
 COPY www /var/www/html
 ENV LISTEN_ADDR=0.0.0.0:8080 \
     DOCUMENT_ROOT=/var/www/html \
+    ERROR_PAGES_DIR=/var/www/html/errors \
     PHP_WORKERS=0 \
     RUST_LOG=info
 EXPOSE 8080

@@ -4,6 +4,7 @@
 CARGO ?= cargo
 LISTEN_ADDR ?= 0.0.0.0:8080
 DOCUMENT_ROOT ?= $(CURDIR)/www
+ERROR_PAGES_DIR ?= $(DOCUMENT_ROOT)/errors
 
 .PHONY: all deps php build run test lint fmt bench clean
 
@@ -20,7 +21,8 @@ build: php
 	$(CARGO) build --release
 
 run: build
-	LISTEN_ADDR=$(LISTEN_ADDR) DOCUMENT_ROOT=$(DOCUMENT_ROOT) ./target/release/tokio_php
+	LISTEN_ADDR=$(LISTEN_ADDR) DOCUMENT_ROOT=$(DOCUMENT_ROOT) ERROR_PAGES_DIR=$(ERROR_PAGES_DIR) \
+		./target/release/tokio_php
 
 test: php
 	$(CARGO) fmt --all -- --check

@@ -92,13 +92,19 @@ impl StackConfig {
                     .map_err(|e| format!("ERROR_PAGES_DIR={dir}: {e}"))?,
             ),
         };
+        let index_file = Some(config.index_file.clone()).filter(|f| !f.is_empty());
+        if let (Some(root), Some(index_file)) = (&document_root, &index_file) {
+            // Checked now, before PHP starts, so a typo fails fast with a clear message.
+            root.front_controller(index_file)
+                .map_err(|e| format!("INDEX_FILE={index_file}: {e}"))?;
+        }
         Ok(StackConfig {
             document_root,
             request_timeout: config.request_timeout,
             rate_limit: (config.rate_limit > 0)
                 .then(|| (config.rate_limit, Duration::from_secs(config.rate_window))),
             static_cache_ttl: config.static_cache_ttl,
-            index_file: Some(config.index_file.clone()).filter(|f| !f.is_empty()),
+            index_file,
             error_pages,
             profile: config.profile,
             access_log: config.access_log,

@@ -47,6 +47,14 @@ fn bad_configuration_fails_at_startup_naming_the_variable() {
         ("BODY_SPILL_THRESHOLD", "1T"),
         ("HEADER_READ_TIMEOUT", "soon"),
         ("DOCUMENT_ROOT", "/nonexistent/tokio_php/root"),
+        ("REQUEST_TIMEOUT", "soon"),
+        ("RATE_LIMIT", "-1"),
+        ("RATE_WINDOW", "0"),
+        ("STATIC_CACHE_TTL", "forever"),
+        ("INDEX_FILE", "no-such-front-controller.php"),
+        ("ERROR_PAGES_DIR", "/nonexistent/tokio_php/errors"),
+        ("PROFILE", "maybe"),
+        ("ACCESS_LOG", "sometimes"),
     ] {
         let stderr = startup_error(variable, value);
         assert!(stderr.contains(variable), "{variable}={value}: {stderr}");
@@ -57,6 +65,7 @@ fn bad_configuration_fails_at_startup_naming_the_variable() {
 struct Server {
     child: Child,
     addr: SocketAddr,
+    logs: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
 }
 
 impl Server {
@@ -68,6 +77,8 @@ impl Server {
             .expect("the binary starts");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let collected = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let log: serde_json::Value =
@@ -75,6 +86,7 @@ impl Server {
                 if let Some(addr) = log["data"]["local_addr"].as_str() {
                     let _ = tx.send(addr.to_string());
                 }
+                collected.lock().unwrap().push(log);
             }
         });
         let addr = rx
@@ -82,7 +94,26 @@ impl Server {
             .expect("the server logs its address")
             .parse()
             .unwrap();
-        Server { child, addr }
+        Server { child, addr, logs }
+    }
+
+    /// Waits (bounded) until `count` log lines of `log_type` were written; returns them.
+    fn wait_for_logs(&self, log_type: &str, count: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines: Vec<_> = self
+                .logs
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l["type"] == log_type)
+                .cloned()
+                .collect();
+            if lines.len() >= count || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn terminate(mut self) -> std::process::ExitStatus {
@@ -143,5 +174,58 @@ async fn the_stub_answers_empty_200s_without_php() {
         assert_eq!(response.status(), StatusCode::OK);
         assert!(response.body().is_empty());
     }
+    assert!(server.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_lines_cover_php_streamed_and_refused_requests() {
+    let server = Server::start(binary().env("ACCESS_LOG", "1").env("RATE_LIMIT", "2"));
+    let get = |path: &'static str| {
+        common::send(
+            server.addr,
+            Proto::Http1,
+            http::Request::get(path).body(Default::default()).unwrap(),
+        )
+    };
+    assert_eq!(get("/large.php").await.body().len(), 1 << 20);
+    assert_eq!(
+        get("/fatal.php").await.status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(
+        get("/index.php").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    let lines = server.wait_for_logs("access", 3);
+    let statuses: Vec<_> = lines
+        .iter()
+        .map(|l| l["data"]["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [200, 500, 429]);
+    assert_eq!(
+        lines[0]["data"]["bytes"],
+        1 << 20,
+        "the streamed body, counted"
+    );
+    assert_eq!(lines[0]["data"]["path"], "/large.php");
+    assert_eq!(lines[0]["data"]["completed"], true);
+    for line in &lines {
+        for id in ["request_id", "trace_id", "span_id"] {
+            assert!(line["ctx"][id].is_string(), "{id} in {line}");
+        }
+        assert_eq!(line["ctx"]["service"], "tokio_php");
+        assert!(line["ts"].as_str().unwrap().ends_with('Z'));
+    }
+    // PHP's fatal error became an `error` line carrying the same request's ids.
+    let errors = server.wait_for_logs("error", 1);
+    assert!(errors[0]["msg"]
+        .as_str()
+        .unwrap()
+        .contains("undefined_function_for_a_fatal_error"));
+    assert_eq!(
+        errors[0]["ctx"]["request_id"],
+        lines[1]["ctx"]["request_id"]
+    );
     assert!(server.terminate().success());
 }

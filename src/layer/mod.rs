@@ -1,41 +1,67 @@
 //! The tower layers that make up tokio_php's server, each usable on its own with
-//! `tower::ServiceBuilder`.
+//! `tower::ServiceBuilder` around any `Service<http::Request<B>>`.
 //!
-//! [`crate::stack`] orders them from [`crate::Config`]; the default order, outermost first:
+//! [`crate::stack`] orders them from [`crate::Config`]. To build the default stack by hand,
+//! outermost first:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tokio_php::layer::*;
+//! use tokio_php::php::{DocumentRoot, PhpPool, PhpRuntime, PhpRuntimeConfig, PhpService, PhpServiceConfig, PoolConfig};
+//! use tower::ServiceBuilder;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let _php = PhpRuntime::start(PhpRuntimeConfig::default())?; // before any other thread
+//! let pool = PhpPool::start(PoolConfig::default())?;
+//! let root = DocumentRoot::new("www")?;
+//! let service = ServiceBuilder::new()
+//!     .layer(TraceContextLayer::new())                        // traceparent in and out
+//!     .layer(RequestIdLayer::new())                           // X-Request-ID
+//!     .layer(AccessLogLayer::new())                           // ACCESS_LOG=1
+//!     .layer(ProfileLayer::new())                             // PROFILE=1
+//!     .layer(RateLimitLayer::new(100, Duration::from_secs(60))) // RATE_LIMIT / RATE_WINDOW
+//!     .layer(ErrorPagesLayer::from_dir("www/errors")?)        // ERROR_PAGES_DIR
+//!     .layer(CompressionLayer::new())                         // brotli
+//!     .layer(TryFilesLayer::new(root.clone()).with_cache_ttl(Some(Duration::from_secs(86400)))) // STATIC_CACHE_TTL, INDEX_FILE
+//!     .layer(TimeoutLayer::new(Duration::from_secs(120)))     // REQUEST_TIMEOUT
+//!     .service(PhpService::new(&pool, PhpServiceConfig::new(root)));
+//! // serve it: tokio_php::server::serve(listener, service, ServeConfig::default(), shutdown)
+//! # drop(service); Ok(()) }
+//! ```
 //!
 //! | layer | what it does |
 //! |---|---|
-//! | [`TraceContextLayer`] | W3C `traceparent` in and out, a span id per request |
-//! | [`RequestIdLayer`] | `X-Request-ID` kept (if sane) or derived from the trace |
+//! | [`TraceContextLayer`] | W3C `traceparent` in and out, a random span id per request, `TRACE_ID`/`SPAN_ID`/`PARENT_SPAN_ID` for PHP |
+//! | [`RequestIdLayer`] | `X-Request-ID` kept (if sane) or derived from the trace; in every log line |
+//! | [`AccessLogLayer`] | one JSON `access` line per request once its body is sent |
+//! | [`ProfileLayer`] | `X-Profile: 1` → `X-Profile-*` timing headers |
+//! | [`RateLimitLayer`] | per-client-IP limit (governor) → `429`, `X-RateLimit-*` |
+//! | [`ErrorPagesLayer`] | HTML pages for browsers on empty or server-generated errors |
+//! | [`CompressionLayer`] | brotli for text-like bodies (tower-http) |
+//! | [`TryFilesLayer`] | static files, PHP, or a front controller |
+//! | [`TimeoutLayer`] | `504` at the deadline and the script stopped; `tokio_request_heartbeat()` extends it |
 //!
 //! Layers share what they learn through typed request extensions: [`TraceContext`],
-//! [`RequestId`], [`crate::ConnInfo`], and [`crate::php::ServerVars`] for values PHP should see
-//! in `$_SERVER`.
+//! [`RequestId`], [`Deadline`], [`crate::ConnInfo`], [`crate::php::Script`] and
+//! [`crate::php::ServerVars`] (values PHP sees in `$_SERVER`); responses carry
+//! [`crate::php::PhpTimings`], [`crate::php::FlushedEarly`] and [`crate::ServerGenerated`].
 
-pub mod trace_context;
-
-pub use trace_context::{TraceContext, TraceContextLayer, TraceContextService};
-pub mod request_id;
-
-pub use request_id::{RequestId, RequestIdLayer, RequestIdService};
 pub mod access_log;
-
-pub use access_log::{AccessLog, AccessLogBody, AccessLogLayer};
-pub mod rate_limit;
-
-pub use rate_limit::{RateLimit, RateLimitLayer};
-pub mod timeout;
-
-pub use timeout::{Deadline, Timeout, TimeoutLayer};
 pub mod compression;
-
-pub use compression::{Compressible, CompressionLayer};
+pub mod error_pages;
+pub mod profile;
+pub mod rate_limit;
+pub mod request_id;
+pub mod timeout;
+pub mod trace_context;
 pub mod try_files;
 
-pub use try_files::{TryFiles, TryFilesBody, TryFilesLayer};
-pub mod error_pages;
-
+pub use access_log::{AccessLog, AccessLogBody, AccessLogLayer};
+pub use compression::{Compressible, CompressionLayer};
 pub use error_pages::{ErrorPages, ErrorPagesLayer};
-pub mod profile;
-
 pub use profile::{Profile, ProfileLayer};
+pub use rate_limit::{RateLimit, RateLimitLayer};
+pub use request_id::{RequestId, RequestIdLayer, RequestIdService};
+pub use timeout::{Deadline, Timeout, TimeoutLayer};
+pub use trace_context::{TraceContext, TraceContextLayer, TraceContextService};
+pub use try_files::{TryFiles, TryFilesBody, TryFilesLayer};
