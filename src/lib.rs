@@ -33,3 +33,14 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// `SERVER_SOFTWARE` and the `Server` identity of this build.
 pub const SERVER_SOFTWARE: &str = concat!("tokio_php/", env!("CARGO_PKG_VERSION"));
+
+/// `SERVER_PROTOCOL` spelling of an HTTP version (`HTTP/1.1`, `HTTP/2.0`, …).
+pub(crate) fn server_protocol(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}

@@ -35,30 +35,23 @@ async fn assert_worker_freed_soon(server: &TestServer, after_504: Instant) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_infinite_loop_gets_504_and_is_stopped() {
+async fn endless_scripts_get_504_and_are_stopped() {
     let server = server(Duration::from_secs(1)).await;
-    for proto in BOTH {
-        let response = server.get(proto, "/loop.php").await;
-        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT, "{proto:?}");
-        assert_worker_freed_soon(&server, Instant::now()).await;
-        assert_eq!(
-            server.get(proto, "/index.php").await.status(),
-            StatusCode::OK
-        );
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_blocking_sleep_gets_504_and_is_woken_and_stopped() {
-    let server = server(Duration::from_secs(1)).await;
-    for proto in BOTH {
-        let response = server.get(proto, "/sleep.php").await;
-        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT, "{proto:?}");
-        assert_worker_freed_soon(&server, Instant::now()).await;
-        assert_eq!(
-            server.get(proto, "/index.php").await.status(),
-            StatusCode::OK
-        );
+    // A busy loop (stopped at its next opcode) and a blocking sleep(600) (woken by a signal).
+    for script in ["/loop.php", "/sleep.php"] {
+        for proto in BOTH {
+            let response = server.get(proto, script).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::GATEWAY_TIMEOUT,
+                "{script} {proto:?}"
+            );
+            assert_worker_freed_soon(&server, Instant::now()).await;
+            assert_eq!(
+                server.get(proto, "/index.php").await.status(),
+                StatusCode::OK
+            );
+        }
     }
 }
 

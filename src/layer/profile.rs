@@ -40,6 +40,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, Version};
 use tower::{Layer, Service};
 
 use crate::php::PhpTimings;
+use crate::server_protocol;
 
 /// Adds `X-Profile-*` headers when asked. See the [module docs](self).
 #[derive(Debug, Clone, Copy, Default)]
@@ -129,7 +130,7 @@ fn add_headers(
     headers.insert("x-profile-total-us", micros(total));
     headers.insert(
         "x-profile-http-version",
-        HeaderValue::from_static(version_name(version)),
+        HeaderValue::from_static(server_protocol(version)),
     );
     let Some(t) = timings else { return };
     headers.insert("x-profile-parse-us", micros(t.parse));
@@ -139,16 +140,6 @@ fn add_headers(
     headers.insert("x-profile-output-us", micros(t.output));
     if let Some(shutdown) = t.shutdown {
         headers.insert("x-profile-php-shutdown-us", micros(shutdown));
-    }
-}
-
-fn version_name(version: Version) -> &'static str {
-    match version {
-        Version::HTTP_09 => "HTTP/0.9",
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_2 => "HTTP/2.0",
-        Version::HTTP_3 => "HTTP/3.0",
-        _ => "HTTP/1.1",
     }
 }
 

@@ -9,7 +9,7 @@ use http::{header, HeaderMap, Version};
 use super::body::RequestBody;
 use super::ffi;
 use super::script::{filename_bytes, Script};
-use crate::ConnInfo;
+use crate::{server_protocol, ConnInfo};
 
 /// Extra `$_SERVER` entries, set by layers through request extensions (as nginx's
 /// `fastcgi_param` does for php-fpm). They are registered after the standard ones, so they win.
@@ -195,16 +195,6 @@ fn proto_num(version: Version) -> i32 {
         Version::HTTP_2 => 2000,
         Version::HTTP_3 => 3000,
         _ => 1001,
-    }
-}
-
-fn server_protocol(version: Version) -> &'static str {
-    match version {
-        Version::HTTP_09 => "HTTP/0.9",
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_2 => "HTTP/2.0",
-        Version::HTTP_3 => "HTTP/3.0",
-        _ => "HTTP/1.1",
     }
 }
 
