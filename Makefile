@@ -6,7 +6,7 @@ LISTEN_ADDR ?= 0.0.0.0:8080
 DOCUMENT_ROOT ?= $(CURDIR)/www
 ERROR_PAGES_DIR ?= $(DOCUMENT_ROOT)/errors
 
-.PHONY: all deps php build run test lint fmt bench clean
+.PHONY: all deps php build run run-tls test lint fmt bench clean
 
 all: build
 
@@ -23,6 +23,12 @@ build: php
 run: build
 	LISTEN_ADDR=$(LISTEN_ADDR) DOCUMENT_ROOT=$(DOCUMENT_ROOT) ERROR_PAGES_DIR=$(ERROR_PAGES_DIR) \
 		./target/release/tokio_php
+
+# HTTPS on :8443 with a self-signed development certificate (certs/make-dev-cert.sh).
+run-tls: build
+	certs/make-dev-cert.sh
+	LISTEN_ADDR=0.0.0.0:8443 DOCUMENT_ROOT=$(DOCUMENT_ROOT) ERROR_PAGES_DIR=$(ERROR_PAGES_DIR) \
+		TLS_CERT=certs/dev-cert.pem TLS_KEY=certs/dev-key.pem ./target/release/tokio_php
 
 test: php
 	$(CARGO) fmt --all -- --check

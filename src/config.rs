@@ -10,6 +10,7 @@ use clap::error::{ContextKind, ContextValue};
 use clap::{CommandFactory, Parser};
 
 use crate::php::{BodyLimits, PoolConfig};
+use crate::server::{ServeConfig, Tls};
 
 /// The server's configuration. Each field reads the environment variable in its `env` name.
 #[derive(Debug, Clone, Parser)]
@@ -128,6 +129,39 @@ pub struct Config {
     #[arg(long, env = "ACCESS_LOG", value_name = "ACCESS_LOG", default_value = "0", value_parser = parse_flag)]
     pub access_log: bool,
 
+    /// PEM certificate chain: with TLS_KEY, serve HTTPS (TLS 1.3/1.2, ALPN h2 and http/1.1).
+    #[arg(long, env = "TLS_CERT", value_name = "TLS_CERT", default_value = "")]
+    pub tls_cert: String,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for TLS_CERT.
+    #[arg(long, env = "TLS_KEY", value_name = "TLS_KEY", default_value = "")]
+    pub tls_key: String,
+
+    /// Time a client has to complete the TLS handshake.
+    #[arg(long, env = "TLS_HANDSHAKE_TIMEOUT", value_name = "TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
+
+    /// Largest HTTP/1 request head (request line + headers); larger ones get 431.
+    #[arg(long, env = "MAX_HEADER_SIZE", value_name = "MAX_HEADER_SIZE", default_value = "64K", value_parser = parse_size)]
+    pub max_header_size: u64,
+
+    /// Most header fields in one HTTP/1 request; more get 431.
+    #[arg(long, env = "MAX_HEADERS", value_name = "MAX_HEADERS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_headers: u32,
+
+    /// Concurrent streams per HTTP/2 connection.
+    #[arg(long, env = "H2_MAX_CONCURRENT_STREAMS", value_name = "H2_MAX_CONCURRENT_STREAMS", default_value_t = 250, value_parser = clap::value_parser!(u32).range(1..))]
+    pub h2_max_concurrent_streams: u32,
+
+    /// On SIGTERM/SIGINT, in-flight requests get this many seconds to finish.
+    #[arg(
+        long,
+        env = "DRAIN_TIMEOUT_SECS",
+        value_name = "DRAIN_TIMEOUT_SECS",
+        default_value_t = 30
+    )]
+    pub drain_timeout_secs: u64,
+
     /// Time a client has to send its request headers (e.g. `30s`).
     #[arg(long, env = "HEADER_READ_TIMEOUT", value_name = "HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
@@ -177,6 +211,9 @@ impl Config {
                 self.error_pages_dir
             ));
         }
+        if self.tls_cert.is_empty() != self.tls_key.is_empty() {
+            return Err("TLS_CERT and TLS_KEY must be set together".into());
+        }
         if self.header_read_timeout.is_zero() {
             return Err("HEADER_READ_TIMEOUT must be greater than 0".into());
         }
@@ -190,6 +227,31 @@ impl Config {
             queue_capacity: self.queue_capacity,
             ..PoolConfig::default()
         }
+    }
+
+    /// Connection settings, with TLS loaded (errors name the file and the problem).
+    pub fn serve(&self) -> Result<ServeConfig, String> {
+        let tls = if self.tls_cert.is_empty() {
+            None
+        } else {
+            Some(
+                Tls::from_pem_files(
+                    Path::new(&self.tls_cert),
+                    Path::new(&self.tls_key),
+                    self.tls_handshake_timeout,
+                )
+                .map_err(|e| e.to_string())?,
+            )
+        };
+        Ok(ServeConfig {
+            tls,
+            header_read_timeout: self.header_read_timeout,
+            max_header_size: usize::try_from(self.max_header_size).unwrap_or(usize::MAX),
+            max_headers: self.max_headers as usize,
+            h2_max_concurrent_streams: self.h2_max_concurrent_streams,
+            drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+            ..ServeConfig::default()
+        })
     }
 
     /// The request body limits.

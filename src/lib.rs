@@ -19,7 +19,7 @@ pub mod stack;
 mod stub;
 
 pub use config::Config;
-pub use conn_info::ConnInfo;
+pub use conn_info::{ConnInfo, TlsInfo};
 pub use stub::StubService;
 
 /// Marks a response the server generated itself (404 for a missing script, 413, 429, 503, …)

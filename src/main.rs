@@ -31,11 +31,13 @@ fn init_logging(config: &Config) {
 }
 
 fn run(config: &Config) -> Result<(), String> {
+    // Everything that can be checked is checked before PHP starts.
+    let serve_config = config.serve()?;
     let stack_config = StackConfig::from_config(config)?;
     if config.use_stub {
         tracing::info!("USE_STUB=1: answering every request with an empty 200, PHP not started");
         let service = stack::build(&stack_config, StubService).map_err(|e| e.to_string())?;
-        return serve(config, service);
+        return serve(config, serve_config, service);
     }
     if !config.use_ext {
         tracing::info!(
@@ -65,17 +67,24 @@ fn run(config: &Config) -> Result<(), String> {
     );
     let served = stack::build(&stack_config, php)
         .map_err(|e| e.to_string())
-        .and_then(|service| serve(config, service));
+        .and_then(|service| serve(config, serve_config, service));
 
-    if !pool.shutdown(Duration::from_secs(30)) {
-        tracing::warn!("PHP workers still busy after 30s; exiting without PHP shutdown");
+    let drain = Duration::from_secs(config.drain_timeout_secs);
+    if !pool.shutdown(drain) {
+        tracing::warn!(
+            "PHP workers still busy after the drain timeout; exiting without PHP shutdown"
+        );
         return served;
     }
     runtime.shutdown();
     served
 }
 
-fn serve(config: &Config, service: StackService<Incoming>) -> Result<(), String> {
+fn serve(
+    config: &Config,
+    serve_config: ServeConfig,
+    service: StackService<Incoming>,
+) -> Result<(), String> {
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -84,10 +93,6 @@ fn serve(config: &Config, service: StackService<Incoming>) -> Result<(), String>
         let listener = server::bind(config.listen_addr)
             .await
             .map_err(|e| format!("LISTEN_ADDR={}: {e}", config.listen_addr))?;
-        let serve_config = ServeConfig {
-            header_read_timeout: config.header_read_timeout,
-            ..ServeConfig::default()
-        };
         server::serve(listener, service, serve_config, server::shutdown_signal())
             .await
             .map_err(|e| format!("serving: {e}"))

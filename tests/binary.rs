@@ -55,9 +55,43 @@ fn bad_configuration_fails_at_startup_naming_the_variable() {
         ("ERROR_PAGES_DIR", "/nonexistent/tokio_php/errors"),
         ("PROFILE", "maybe"),
         ("ACCESS_LOG", "sometimes"),
+        ("TLS_CERT", "/nonexistent/cert.pem"),
+        ("TLS_HANDSHAKE_TIMEOUT", "fast"),
+        ("MAX_HEADER_SIZE", "huge"),
+        ("MAX_HEADERS", "0"),
+        ("H2_MAX_CONCURRENT_STREAMS", "0"),
+        ("DRAIN_TIMEOUT_SECS", "-1"),
     ] {
         let stderr = startup_error(variable, value);
         assert!(stderr.contains(variable), "{variable}={value}: {stderr}");
+    }
+}
+
+#[test]
+fn unusable_tls_files_stop_startup_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not pem").unwrap();
+    for (cert, key, expected) in [
+        (
+            "/nonexistent/cert.pem",
+            junk.to_str().unwrap(),
+            "TLS_CERT=/nonexistent/cert.pem",
+        ),
+        (
+            junk.to_str().unwrap(),
+            junk.to_str().unwrap(),
+            "no PEM certificate",
+        ),
+    ] {
+        let output = binary()
+            .env("TLS_CERT", cert)
+            .env("TLS_KEY", key)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "no fallback to plain HTTP");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
     }
 }
 
@@ -228,4 +262,50 @@ async fn access_log_lines_cover_php_streamed_and_refused_requests() {
         lines[1]["ctx"]["request_id"]
     );
     assert!(server.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
+    let server = Server::start(binary().env("PHP_WORKERS", "2"));
+    let addr = server.addr;
+    // Two slow scripts (one per worker), one queued behind them, and a streamed response.
+    let mut in_flight = Vec::new();
+    for (proto, path) in [
+        (Proto::Http1, "/slow.php?ms=1500"),
+        (Proto::H2c, "/slow.php?ms=1500"),
+        (Proto::Http1, "/stream.php?n=60"),
+    ] {
+        in_flight.push(tokio::spawn(async move {
+            common::send(
+                addr,
+                proto,
+                http::Request::get(path).body(Default::default()).unwrap(),
+            )
+            .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "new connections are refused while draining"
+    );
+    for request in in_flight {
+        let response = request.await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.body();
+        assert!(
+            body.starts_with(b"{") || body.len() == 60 * 1024,
+            "complete body: {} bytes",
+            body.len()
+        );
+    }
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status}");
 }

@@ -98,7 +98,7 @@ impl Entry {
             client_ip: conn.map_or(String::new(), |c| c.remote_addr.ip().to_string()),
             user_agent: header(header::USER_AGENT),
             referer: header(header::REFERER),
-            tls: conn.is_some_and(|c| c.tls),
+            tls: conn.is_some_and(|c| c.tls.is_some()),
             status: 0,
             bytes: 0,
             announced_len: None,

@@ -10,6 +10,9 @@
 //! | `X-Profile-Script-Us` | running the script |
 //! | `X-Profile-Output-Us` | handing output to the client |
 //! | `X-Profile-PHP-Shutdown-Us` | `php_request_shutdown()` (absent for streamed responses) |
+//! | `X-Profile-TLS-Handshake-Us` | the connection's TLS handshake (TLS only) |
+//! | `X-Profile-TLS-Protocol` | `TLSv1_3` / `TLSv1_2` (TLS only) |
+//! | `X-Profile-TLS-ALPN` | `h2` / `http/1.1` (TLS with ALPN only) |
 //!
 //! The PHP timings are measured where they happen ([`PhpTimings`]); responses that did not come
 //! from PHP (static files, refusals) carry only the first two. The server adds this layer only
@@ -40,7 +43,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, Version};
 use tower::{Layer, Service};
 
 use crate::php::PhpTimings;
-use crate::server_protocol;
+use crate::{server_protocol, ConnInfo, TlsInfo};
 
 /// Adds `X-Profile-*` headers when asked. See the [module docs](self).
 #[derive(Debug, Clone, Copy, Default)]
@@ -86,7 +89,11 @@ where
             .headers()
             .get("x-profile")
             .is_some_and(|v| v.as_bytes() == b"1");
-        let started = wanted.then(|| (Instant::now(), request.version()));
+        let started = wanted.then(|| Asked {
+            at: Instant::now(),
+            version: request.version(),
+            tls: request.extensions().get::<ConnInfo>().and_then(|c| c.tls),
+        });
         ResponseFuture {
             inner: self.inner.call(request),
             started,
@@ -99,7 +106,7 @@ pin_project_lite::pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        started: Option<(Instant, Version)>,
+        started: Option<Asked>,
     }
 }
 
@@ -112,26 +119,39 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = std::task::ready!(this.inner.poll(cx))?;
-        if let Some((started, version)) = this.started.take() {
+        if let Some(asked) = this.started.take() {
             let timings = response.extensions().get::<PhpTimings>().copied();
-            add_headers(response.headers_mut(), started.elapsed(), version, timings);
+            add_headers(response.headers_mut(), &asked, timings);
         }
         Poll::Ready(Ok(response))
     }
 }
 
-fn add_headers(
-    headers: &mut HeaderMap,
-    total: Duration,
+/// A request that asked for a profile.
+#[derive(Debug)]
+struct Asked {
+    at: Instant,
     version: Version,
-    timings: Option<PhpTimings>,
-) {
+    tls: Option<TlsInfo>,
+}
+
+fn add_headers(headers: &mut HeaderMap, asked: &Asked, timings: Option<PhpTimings>) {
     let micros = |d: Duration| HeaderValue::from(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-    headers.insert("x-profile-total-us", micros(total));
+    headers.insert("x-profile-total-us", micros(asked.at.elapsed()));
     headers.insert(
         "x-profile-http-version",
-        HeaderValue::from_static(server_protocol(version)),
+        HeaderValue::from_static(server_protocol(asked.version)),
     );
+    if let Some(tls) = &asked.tls {
+        headers.insert("x-profile-tls-handshake-us", micros(tls.handshake));
+        headers.insert(
+            "x-profile-tls-protocol",
+            HeaderValue::from_static(tls.protocol),
+        );
+        if let Some(alpn) = tls.alpn {
+            headers.insert("x-profile-tls-alpn", HeaderValue::from_static(alpn));
+        }
+    }
     let Some(t) = timings else { return };
     headers.insert("x-profile-parse-us", micros(t.parse));
     headers.insert("x-profile-queue-us", micros(t.queue));

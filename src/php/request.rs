@@ -230,9 +230,14 @@ fn add_cgi_vars(
     vars.add("SERVER_PORT", &conn.local_addr.port().to_string());
     vars.add("REMOTE_ADDR", &conn.remote_addr.ip().to_string());
     vars.add("REMOTE_PORT", &conn.remote_addr.port().to_string());
-    vars.add("REQUEST_SCHEME", if conn.tls { "https" } else { "http" });
-    if conn.tls {
+    vars.add(
+        "REQUEST_SCHEME",
+        if conn.tls.is_some() { "https" } else { "http" },
+    );
+    if let Some(tls) = &conn.tls {
         vars.add("HTTPS", "on");
+        vars.add("SSL_PROTOCOL", tls.protocol);
+        vars.add("SSL_CIPHER", tls.cipher);
     }
     vars.add("DOCUMENT_ROOT", &identity.document_root);
     vars.add("REQUEST_METHOD", parts.method.as_str());

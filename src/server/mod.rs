@@ -15,16 +15,35 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tower::Service;
 
 use crate::{BoxError, ConnInfo};
 
+mod tls;
+
+pub use tls::{Tls, TlsError};
+
 /// Connection-level settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServeConfig {
-    /// A client must send its request head within this time (slowloris protection).
+    /// TLS for every connection (`None`: plain TCP).
+    pub tls: Option<Tls>,
+    /// An HTTP/1 client must send each request head within this time, counted from when the
+    /// connection starts waiting for it — so it also closes idle keep-alive connections
+    /// (slowloris protection).
     pub header_read_timeout: Duration,
+    /// Largest HTTP/1 request head (request line and headers) in bytes; larger ones get `431`.
+    pub max_header_size: usize,
+    /// Most request header fields accepted (HTTP/1); more get `431`.
+    pub max_headers: usize,
+    /// Concurrent streams per HTTP/2 connection.
+    pub h2_max_concurrent_streams: u32,
+    /// Largest HTTP/2 header list in bytes.
+    pub h2_max_header_list_size: u32,
+    /// HTTP/2 pings at this interval detect dead peers; one unanswered for as long closes.
+    pub h2_keep_alive_interval: Duration,
     /// On shutdown, in-flight requests get this long to finish.
     pub drain_timeout: Duration,
 }
@@ -32,10 +51,34 @@ pub struct ServeConfig {
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
+            tls: None,
             header_read_timeout: Duration::from_secs(30),
+            max_header_size: 64 * 1024,
+            max_headers: 100,
+            h2_max_concurrent_streams: 250,
+            h2_max_header_list_size: 64 * 1024,
+            h2_keep_alive_interval: Duration::from_secs(20),
             drain_timeout: Duration::from_secs(30),
         }
     }
+}
+
+fn connection_builder(config: &ServeConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_header_size.max(8192))
+        .max_headers(config.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.h2_max_concurrent_streams)
+        .max_header_list_size(config.h2_max_header_list_size)
+        .keep_alive_interval(config.h2_keep_alive_interval)
+        .keep_alive_timeout(config.h2_keep_alive_interval);
+    builder
 }
 
 /// Accepts connections on `listener` and serves `service` on each until `shutdown` completes,
@@ -59,17 +102,11 @@ where
     B::Error: Into<BoxError>,
 {
     let local_addr = listener.local_addr()?;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    let builder = Arc::new(connection_builder(&config));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
 
-    tracing::info!(%local_addr, "listening");
+    tracing::info!(%local_addr, tls = config.tls.is_some(), "listening");
     loop {
         let (stream, remote_addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -81,17 +118,25 @@ where
             },
             () = &mut shutdown => break,
         };
+        let _ = stream.set_nodelay(true);
         let info = ConnInfo::tcp(local_addr, remote_addr);
-        let service = WithConnInfo {
-            inner: service.clone(),
-            info,
-        };
-        tokio::spawn(serve_connection(
-            Arc::clone(&builder),
-            graceful.watcher(),
-            stream,
-            service,
-        ));
+        let builder = Arc::clone(&builder);
+        let watcher = graceful.watcher();
+        let service = service.clone();
+        match config.tls.clone() {
+            None => {
+                let service = WithConnInfo {
+                    inner: service,
+                    info,
+                };
+                tokio::spawn(serve_connection(builder, watcher, stream, service));
+            }
+            Some(tls) => {
+                tokio::spawn(serve_tls_connection(
+                    builder, watcher, tls, stream, service, info,
+                ));
+            }
+        }
     }
 
     drop(listener);
@@ -135,11 +180,36 @@ where
 
 /// A named generic `async fn` (not an inline `async` block) keeps the connection future's bounds
 /// provable (rust-lang/rust#64552).
-async fn serve_connection<S, B>(
+async fn serve_connection<IO, S, B>(
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: Watcher,
+    io: IO,
+    service: S,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+    if let Err(error) = watcher.watch(connection).await {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+/// The TLS handshake (bounded by its timeout), then the connection as usual.
+async fn serve_tls_connection<S, B>(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    tls: Tls,
     stream: TcpStream,
     service: S,
+    mut info: ConnInfo,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
@@ -150,11 +220,18 @@ async fn serve_connection<S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let _ = stream.set_nodelay(true);
-    let connection =
-        builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-    if let Err(error) = watcher.watch(connection).await {
-        tracing::debug!(%error, "connection ended with an error");
+    match tls.accept(stream).await {
+        Ok((stream, session)) => {
+            info.tls = Some(session);
+            let service = WithConnInfo {
+                inner: service,
+                info,
+            };
+            serve_connection(builder, watcher, stream, service).await;
+        }
+        Err(error) => {
+            tracing::debug!(%error, client = %info.remote_addr, "TLS handshake failed");
+        }
     }
 }
 

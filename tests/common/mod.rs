@@ -70,20 +70,37 @@ impl TestServer {
         B::Data: Send,
         B::Error: Into<tokio_php::BoxError>,
     {
+        TestServer::serve_with(pool, ServeConfig::default(), make).await
+    }
+
+    /// Like `serve`, with connection settings (TLS, limits).
+    pub async fn serve_with<S, B>(
+        pool: PoolConfig,
+        serve_config: ServeConfig,
+        make: impl FnOnce(&PhpPool) -> S,
+    ) -> TestServer
+    where
+        S: tower::Service<
+                Request<hyper::body::Incoming>,
+                Response = Response<B>,
+                Error = std::convert::Infallible,
+            > + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<tokio_php::BoxError>,
+    {
         php_runtime();
         let pool = PhpPool::start(pool).expect("pool starts");
         let service = make(&pool);
         let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(server::serve(
-            listener,
-            service,
-            ServeConfig::default(),
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        tokio::spawn(server::serve(listener, service, serve_config, async {
+            let _ = stopped.await;
+        }));
         TestServer {
             addr,
             pool,
