@@ -10,6 +10,8 @@ PACKAGES=(
   libclang-dev
   # libraries behind the PHP extensions real apps expect
   libxml2-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev zlib1g-dev libonig-dev
+  # promtool (in Debian's prometheus package) validates /metrics in the tests; openssl makes dev certs
+  prometheus openssl
 )
 
 missing=()

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use clap::error::{ContextKind, ContextValue};
 use clap::{CommandFactory, Parser};
+use serde::Serialize;
 
 use crate::php::{BodyLimits, PoolConfig};
 use crate::server::{ServeConfig, Tls};
 
 /// The server's configuration. Each field reads the environment variable in its `env` name.
-#[derive(Debug, Clone, Parser)]
+#[derive(Debug, Clone, Parser, Serialize)]
 #[command(
     name = "tokio_php",
     version,
@@ -84,6 +85,7 @@ pub struct Config {
     /// Requests taking longer get 504 and their script is stopped: `30s`, `2m`, `5m`, … or `off`.
     /// `tokio_request_heartbeat()` extends it.
     #[arg(long, env = "REQUEST_TIMEOUT", value_name = "REQUEST_TIMEOUT", default_value = "2m", value_parser = parse_optional_duration)]
+    #[serde(serialize_with = "optional_duration_text")]
     pub request_timeout: ::std::option::Option<Duration>, // spelled out: clap treats a bare `Option` as "flag may be absent"
 
     /// Requests allowed per client IP per RATE_WINDOW; 0 = no rate limiting.
@@ -101,6 +103,7 @@ pub struct Config {
 
     /// `Cache-Control: max-age` for static files: `1d`, `1w`, `1m` (month), `1y`, any `Ns`/`Nh`, or `off`.
     #[arg(long, env = "STATIC_CACHE_TTL", value_name = "STATIC_CACHE_TTL", default_value = "1d", value_parser = parse_cache_ttl)]
+    #[serde(serialize_with = "optional_duration_text")]
     pub static_cache_ttl: ::std::option::Option<Duration>,
 
     /// Front controller (e.g. `index.php`): every request that is not a static file runs it.
@@ -139,6 +142,7 @@ pub struct Config {
 
     /// Time a client has to complete the TLS handshake.
     #[arg(long, env = "TLS_HANDSHAKE_TIMEOUT", value_name = "TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[serde(serialize_with = "duration_text")]
     pub tls_handshake_timeout: Duration,
 
     /// Largest HTTP/1 request head (request line + headers); larger ones get 431.
@@ -162,8 +166,13 @@ pub struct Config {
     )]
     pub drain_timeout_secs: u64,
 
+    /// Address of the internal server (`/health`, `/metrics`, `/config`); empty = off.
+    #[arg(long, env = "INTERNAL_ADDR", value_name = "INTERNAL_ADDR", default_value = "", value_parser = parse_optional_addr)]
+    pub internal_addr: ::std::option::Option<SocketAddr>,
+
     /// Time a client has to send its request headers (e.g. `30s`).
     #[arg(long, env = "HEADER_READ_TIMEOUT", value_name = "HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[serde(serialize_with = "duration_text")]
     pub header_read_timeout: Duration,
 }
 
@@ -275,6 +284,33 @@ fn variable_of(error: &clap::Error) -> Option<String> {
         .find(|a| a.get_long() == Some(long))
         .and_then(|a| a.get_env())
         .map(|env| env.to_string_lossy().into_owned())
+}
+
+/// A socket address, or empty for none.
+pub fn parse_optional_addr(value: &str) -> Result<Option<SocketAddr>, String> {
+    match value.trim() {
+        "" | "off" => Ok(None),
+        other => other.parse().map(Some).map_err(|e| {
+            format!("expected an address such as 127.0.0.1:9090, got {value:?} ({e})")
+        }),
+    }
+}
+
+fn duration_text<S: serde::Serializer>(
+    duration: &Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&humantime::format_duration(*duration).to_string())
+}
+
+fn optional_duration_text<S: serde::Serializer>(
+    duration: &Option<Duration>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match duration {
+        Some(duration) => duration_text(duration, serializer),
+        None => serializer.serialize_str("off"),
+    }
 }
 
 /// `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off` (any case).

@@ -17,6 +17,7 @@ pub mod php;
 pub mod server;
 pub mod stack;
 mod stub;
+pub mod telemetry;
 
 pub use config::Config;
 pub use conn_info::{ConnInfo, TlsInfo};

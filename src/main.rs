@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use tokio_php::php::{PhpPool, PhpRuntime, PhpRuntimeConfig, PhpService, PhpServiceConfig};
-use tokio_php::server::{self, ServeConfig};
+use tokio_php::php::{
+    PhpPool, PhpRuntime, PhpRuntimeConfig, PhpService, PhpServiceConfig, PoolMonitor,
+};
+use tokio_php::server::{self, InternalState, ServeConfig};
 use tokio_php::stack::{self, StackConfig, StackService};
 use tokio_php::{Config, StubService};
 
@@ -37,7 +39,8 @@ fn run(config: &Config) -> Result<(), String> {
     if config.use_stub {
         tracing::info!("USE_STUB=1: answering every request with an empty 200, PHP not started");
         let service = stack::build(&stack_config, StubService).map_err(|e| e.to_string())?;
-        return serve(config, serve_config, service);
+        let internal = internal_state(config, &stack_config, &serve_config, None);
+        return serve(config, serve_config, service, internal);
     }
     if !config.use_ext {
         tracing::info!(
@@ -65,9 +68,10 @@ fn run(config: &Config) -> Result<(), String> {
             ..PhpServiceConfig::new(document_root)
         },
     );
+    let internal = internal_state(config, &stack_config, &serve_config, Some(pool.monitor()));
     let served = stack::build(&stack_config, php)
         .map_err(|e| e.to_string())
-        .and_then(|service| serve(config, serve_config, service));
+        .and_then(|service| serve(config, serve_config, service, internal));
 
     let drain = Duration::from_secs(config.drain_timeout_secs);
     if !pool.shutdown(drain) {
@@ -80,10 +84,28 @@ fn run(config: &Config) -> Result<(), String> {
     served
 }
 
+fn internal_state(
+    config: &Config,
+    stack_config: &StackConfig,
+    serve_config: &ServeConfig,
+    pool: Option<PoolMonitor>,
+) -> InternalState {
+    InternalState {
+        metrics: stack_config.metrics.clone(),
+        connections: serve_config.stats.clone(),
+        pool,
+        config: serde_json::to_value(config).unwrap_or_default(),
+    }
+}
+
+/// Serves the stack (and the internal server, when configured) until SIGTERM/SIGINT and the
+/// drain that follows. The internal server keeps answering during the drain (`/health` says
+/// `draining`) and stops last.
 fn serve(
     config: &Config,
     serve_config: ServeConfig,
     service: StackService<Incoming>,
+    internal: InternalState,
 ) -> Result<(), String> {
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -93,8 +115,28 @@ fn serve(
         let listener = server::bind(config.listen_addr)
             .await
             .map_err(|e| format!("LISTEN_ADDR={}: {e}", config.listen_addr))?;
-        server::serve(listener, service, serve_config, server::shutdown_signal())
+        let (stop_internal, internal_stopped) = tokio::sync::oneshot::channel::<()>();
+        let internal_task = match config.internal_addr {
+            None => None,
+            Some(addr) => {
+                let listener = server::bind(addr)
+                    .await
+                    .map_err(|e| format!("INTERNAL_ADDR={addr}: {e}"))?;
+                let stopped = async move {
+                    let _ = internal_stopped.await;
+                };
+                Some(tokio::spawn(server::serve_internal(
+                    listener, internal, stopped,
+                )))
+            }
+        };
+        let served = server::serve(listener, service, serve_config, server::shutdown_signal())
             .await
-            .map_err(|e| format!("serving: {e}"))
+            .map_err(|e| format!("serving: {e}"));
+        let _ = stop_internal.send(());
+        if let Some(task) = internal_task {
+            let _ = task.await;
+        }
+        served
     })
 }

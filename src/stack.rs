@@ -5,6 +5,7 @@
 //! ```text
 //! TraceContextLayer   traceparent in/out, trace/span ids for everything below
 //! RequestIdLayer      X-Request-ID, in every log line
+//! MetricsLayer        Prometheus counters and latency histogram
 //! AccessLogLayer      ACCESS_LOG=1: one line per request, after its body is sent
 //! ProfileLayer        PROFILE=1: X-Profile-* timings on request
 //! RateLimitLayer      RATE_LIMIT>0: 429 per client IP
@@ -38,10 +39,11 @@ use tower::util::BoxCloneService;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::layer::{
-    AccessLogLayer, CompressionLayer, ErrorPagesLayer, ProfileLayer, RateLimitLayer,
+    AccessLogLayer, CompressionLayer, ErrorPagesLayer, MetricsLayer, ProfileLayer, RateLimitLayer,
     RequestIdLayer, TimeoutLayer, TraceContextLayer, TryFilesLayer,
 };
 use crate::php::DocumentRoot;
+use crate::telemetry::Metrics;
 use crate::{BoxError, Config};
 
 /// The body every stack answers with.
@@ -69,6 +71,8 @@ pub struct StackConfig {
     pub profile: bool,
     /// `ACCESS_LOG=1`.
     pub access_log: bool,
+    /// Where request metrics are recorded (served by the internal server).
+    pub metrics: Metrics,
 }
 
 impl StackConfig {
@@ -108,6 +112,7 @@ impl StackConfig {
             error_pages,
             profile: config.profile,
             access_log: config.access_log,
+            metrics: Metrics::new(),
         })
     }
 }
@@ -148,6 +153,7 @@ where
     if config.access_log {
         service = boxed(AccessLogLayer::new().layer(service));
     }
+    service = boxed(MetricsLayer::new(config.metrics.clone()).layer(service));
     service = boxed(RequestIdLayer::new().layer(service));
     Ok(boxed(TraceContextLayer::new().layer(service)))
 }

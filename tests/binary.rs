@@ -99,6 +99,7 @@ fn unusable_tls_files_stop_startup_naming_the_file() {
 struct Server {
     child: Child,
     addr: SocketAddr,
+    internal: Option<SocketAddr>,
     logs: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
 }
 
@@ -118,17 +119,38 @@ impl Server {
                 let log: serde_json::Value =
                     serde_json::from_str(&line).expect("log lines are JSON");
                 if let Some(addr) = log["data"]["local_addr"].as_str() {
-                    let _ = tx.send(addr.to_string());
+                    let _ = tx.send((
+                        log["data"]["server"].as_str().unwrap_or("").to_string(),
+                        addr.to_string(),
+                    ));
                 }
                 collected.lock().unwrap().push(log);
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the server logs its address")
-            .parse()
-            .unwrap();
-        Server { child, addr, logs }
+        let mut addrs = std::collections::HashMap::new();
+        while !addrs.contains_key("http") {
+            let (server, addr) = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the server logs its address");
+            addrs.insert(server, addr.parse::<SocketAddr>().unwrap());
+        }
+        let addr = addrs["http"];
+        let wants_internal = command
+            .get_envs()
+            .any(|(k, v)| k == "INTERNAL_ADDR" && v.is_some_and(|v| !v.is_empty()));
+        while wants_internal && !addrs.contains_key("internal") {
+            let (server, addr) = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the internal server logs its address");
+            addrs.insert(server, addr.parse::<SocketAddr>().unwrap());
+        }
+        let internal = addrs.get("internal").copied();
+        Server {
+            child,
+            addr,
+            internal,
+            logs,
+        }
     }
 
     /// Waits (bounded) until `count` log lines of `log_type` were written; returns them.
@@ -308,4 +330,67 @@ async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
     }
     let status = server.terminate();
     assert!(status.success(), "exit status {status}");
+}
+
+async fn internal_get(server: &Server, path: &str) -> http::Response<bytes::Bytes> {
+    let addr = server.internal.expect("INTERNAL_ADDR set");
+    common::send(
+        addr,
+        Proto::Http1,
+        http::Request::get(path).body(Default::default()).unwrap(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_internal_server_reports_health_config_and_draining() {
+    let server = Server::start(
+        binary()
+            .env("INTERNAL_ADDR", "127.0.0.1:0")
+            .env("TLS_KEY", "")
+            .env("RATE_LIMIT", "1000"),
+    );
+    let health = internal_get(&server, "/health").await;
+    assert_eq!(health.status(), StatusCode::OK);
+    let health: serde_json::Value = serde_json::from_slice(health.body()).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert!(health["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert!(health["active_connections"].is_u64() && health["total_requests"].is_u64());
+    assert_eq!(health["php_workers_alive"], 2);
+
+    let config: serde_json::Value =
+        serde_json::from_slice(internal_get(&server, "/config").await.body()).unwrap();
+    assert_eq!(config["php_workers"], 2);
+    assert_eq!(config["rate_limit"], 1000);
+    assert_eq!(config["request_timeout"], "2m");
+    assert_eq!(
+        internal_get(&server, "/nope").await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // While a slow request drains after SIGTERM, /health says so.
+    let addr = server.addr;
+    let slow = tokio::spawn(async move {
+        common::send(
+            addr,
+            Proto::Http1,
+            http::Request::get("/slow.php?ms=1500")
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let draining = internal_get(&server, "/health").await;
+    assert_eq!(draining.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let draining: serde_json::Value = serde_json::from_slice(draining.body()).unwrap();
+    assert_eq!(draining["status"], "draining");
+    assert_eq!(slow.await.unwrap().status(), StatusCode::OK);
+    assert!(server.terminate().success());
 }

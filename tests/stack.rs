@@ -11,6 +11,7 @@ use http_body_util::Full;
 use tokio_php::layer::ErrorPagesLayer;
 use tokio_php::php::{DocumentRoot, PoolConfig};
 use tokio_php::stack::{self, StackConfig};
+use tokio_php::telemetry::Metrics;
 
 fn config() -> StackConfig {
     StackConfig {
@@ -22,6 +23,7 @@ fn config() -> StackConfig {
         error_pages: None,
         profile: false,
         access_log: false,
+        metrics: Metrics::new(),
     }
 }
 

@@ -14,7 +14,7 @@ pub(crate) mod script;
 mod service;
 
 pub use body::BodyLimits;
-pub use pool::{PhpPool, PoolConfig, PoolStats};
+pub use pool::{PhpPool, PoolConfig, PoolMonitor, PoolStats};
 pub use request::ServerVars;
 pub use response::{FlushedEarly, PhpBody, PhpTimings};
 pub use runtime::{has_thread_timers, version, PhpRuntime, PhpRuntimeConfig, PhpStartError};

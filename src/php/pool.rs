@@ -4,7 +4,7 @@
 use std::ffi::c_void;
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -96,6 +96,8 @@ struct Shared {
     busy: AtomicUsize,
     live: Mutex<usize>,
     all_stopped: Condvar,
+    fatal_errors: Arc<AtomicU64>,
+    workers: usize,
 }
 
 /// The submitting side, shared by every clone of the service.
@@ -123,16 +125,38 @@ impl Submitter {
 
     pub(crate) fn stats(&self) -> PoolStats {
         PoolStats {
+            workers: self.shared.workers,
             busy_workers: self.shared.busy.load(Ordering::Relaxed),
             live_workers: *lock(&self.shared.live),
             queued: self.jobs.len(),
+            queue_capacity: self.jobs.capacity().unwrap_or(0),
+            fatal_errors: self.shared.fatal_errors.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// A cloneable view of a pool's load, for health checks and metrics.
+#[derive(Clone, Debug)]
+pub struct PoolMonitor {
+    submitter: Submitter,
+}
+
+impl PoolMonitor {
+    /// Current load.
+    pub fn stats(&self) -> PoolStats {
+        self.submitter.stats()
     }
 }
 
 /// A snapshot of the pool's load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolStats {
+    /// Worker threads configured.
+    pub workers: usize,
+    /// Requests that may wait for a worker.
+    pub queue_capacity: usize,
+    /// PHP fatal errors (including uncaught exceptions and memory_limit) since start.
+    pub fatal_errors: u64,
     /// Workers running a script right now.
     pub busy_workers: usize,
     /// Worker threads alive.
@@ -177,6 +201,8 @@ impl PhpPool {
             busy: AtomicUsize::new(0),
             live: Mutex::new(0),
             all_stopped: Condvar::new(),
+            fatal_errors: Arc::default(),
+            workers,
         });
         for id in 0..workers {
             spawn_worker(id, shared.clone())?;
@@ -206,6 +232,13 @@ impl PhpPool {
     /// Current load.
     pub fn stats(&self) -> PoolStats {
         self.submitter.stats()
+    }
+
+    /// A handle that reports this pool's load (for health checks and metrics).
+    pub fn monitor(&self) -> PoolMonitor {
+        PoolMonitor {
+            submitter: self.submitter.clone(),
+        }
     }
 
     pub(crate) fn submitter(&self) -> Submitter {
@@ -304,7 +337,7 @@ fn worker_main(id: usize, shared: Arc<Shared>) {
         }
         request_seq += 1;
         shared.busy.fetch_add(1, Ordering::Relaxed);
-        state = run_job(job, shared.output, &handle, request_seq);
+        state = run_job(job, &shared, &handle, request_seq);
         shared.busy.fetch_sub(1, Ordering::Relaxed);
         if matches!(state, ThreadState::Unusable) {
             break;
@@ -338,12 +371,7 @@ fn next_job(shared: &Shared) -> Option<Job> {
     }
 }
 
-fn run_job(
-    job: Job,
-    output: OutputSettings,
-    thread: &Arc<ThreadHandle>,
-    request_seq: u64,
-) -> ThreadState {
+fn run_job(job: Job, shared: &Shared, thread: &Arc<ThreadHandle>, request_seq: u64) -> ThreadState {
     let Job {
         mut request,
         reply,
@@ -363,7 +391,8 @@ fn run_job(
         });
     }
     let body = std::mem::replace(&mut request.body, super::body::RequestBody::empty());
-    let mut exchange = Exchange::new(body, reply, output)
+    let mut exchange = Exchange::new(body, reply, shared.output)
+        .with_error_counter(shared.fatal_errors.clone())
         .with_deadline(deadline.clone())
         .with_timings(parse_time, queue_time);
     let mut entries = Vec::new();

@@ -6,6 +6,8 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -284,6 +286,7 @@ pub(crate) struct Exchange {
     flushed: bool,
     clock: Clock,
     timings: PhpTimings,
+    fatal_errors: Option<Arc<AtomicU64>>,
 }
 
 impl Exchange {
@@ -304,6 +307,23 @@ impl Exchange {
             flushed: false,
             clock: Clock::new(),
             timings: PhpTimings::default(),
+            fatal_errors: None,
+        }
+    }
+
+    /// Counts this request's PHP fatal errors into `counter`.
+    pub(crate) fn with_error_counter(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.fatal_errors = Some(counter);
+        self
+    }
+
+    /// PHP logged `message` at syslog `level`.
+    pub(crate) fn logged(&mut self, level: i32, message: &str) {
+        // E_ERROR, E_CORE_ERROR, E_COMPILE_ERROR and E_USER_ERROR all log "... Fatal error: ...".
+        if level <= 3 && message.contains("Fatal error") {
+            if let Some(counter) = &self.fatal_errors {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 

@@ -214,6 +214,10 @@ unsafe extern "C" fn host_log(ctx: *mut c_void, msg: *const c_char, len: usize, 
     // SAFETY: PHP's message buffer is valid for `len` bytes during the call.
     let message = String::from_utf8_lossy(unsafe { bytes(msg, len) });
     let in_request = !ctx.is_null();
+    if in_request {
+        // SAFETY: a non-null ctx is the running request's Exchange.
+        unsafe { exchange(ctx).logged(level, &message) };
+    }
     // syslog numbering: 0-3 are errors, 4 warnings, 5-7 notices and below.
     match level {
         0..=3 => tracing::error!(target: "php", log_type = "error", in_request, "{message}"),

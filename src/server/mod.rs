@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,13 +22,59 @@ use tower::Service;
 
 use crate::{BoxError, ConnInfo};
 
+mod internal;
 mod tls;
 
+pub use internal::{serve_internal, InternalState};
 pub use tls::{Tls, TlsError};
+
+/// Live connection counts and the draining flag, shared with the internal server.
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    active: AtomicUsize,
+    accepted: AtomicU64,
+    draining: AtomicBool,
+}
+
+impl ConnectionStats {
+    /// Connections open now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted since start.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Whether the server stopped accepting and is finishing in-flight requests.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    fn opened(self: &Arc<Self>) -> OpenConnection {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self.clone())
+    }
+}
+
+/// Counts a connection as active until dropped.
+struct OpenConnection(Arc<ConnectionStats>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Connection-level settings.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
+    /// Names this listener in log lines (`http`, `internal`).
+    pub name: &'static str,
+    /// Where the server counts its connections (share it to report them).
+    pub stats: Arc<ConnectionStats>,
     /// TLS for every connection (`None`: plain TCP).
     pub tls: Option<Tls>,
     /// An HTTP/1 client must send each request head within this time, counted from when the
@@ -51,6 +98,8 @@ pub struct ServeConfig {
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
+            name: "http",
+            stats: Arc::default(),
             tls: None,
             header_read_timeout: Duration::from_secs(30),
             max_header_size: 64 * 1024,
@@ -106,7 +155,7 @@ where
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
 
-    tracing::info!(%local_addr, tls = config.tls.is_some(), "listening");
+    tracing::info!(server = config.name, %local_addr, tls = config.tls.is_some(), "listening");
     loop {
         let (stream, remote_addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -119,6 +168,7 @@ where
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let open = config.stats.opened();
         let info = ConnInfo::tcp(local_addr, remote_addr);
         let builder = Arc::clone(&builder);
         let watcher = graceful.watcher();
@@ -129,17 +179,18 @@ where
                     inner: service,
                     info,
                 };
-                tokio::spawn(serve_connection(builder, watcher, stream, service));
+                tokio::spawn(serve_connection(builder, watcher, stream, service, open));
             }
             Some(tls) => {
                 tokio::spawn(serve_tls_connection(
-                    builder, watcher, tls, stream, service, info,
+                    builder, watcher, tls, stream, service, info, open,
                 ));
             }
         }
     }
 
     drop(listener);
+    config.stats.draining.store(true, Ordering::Relaxed);
     tracing::info!("shutting down: draining open connections");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
@@ -185,6 +236,7 @@ async fn serve_connection<IO, S, B>(
     watcher: Watcher,
     io: IO,
     service: S,
+    _open: OpenConnection,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -210,6 +262,7 @@ async fn serve_tls_connection<S, B>(
     stream: TcpStream,
     service: S,
     mut info: ConnInfo,
+    open: OpenConnection,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
@@ -227,7 +280,7 @@ async fn serve_tls_connection<S, B>(
                 inner: service,
                 info,
             };
-            serve_connection(builder, watcher, stream, service).await;
+            serve_connection(builder, watcher, stream, service, open).await;
         }
         Err(error) => {
             tracing::debug!(%error, client = %info.remote_addr, "TLS handshake failed");

@@ -1,0 +1,414 @@
+//! Prometheus metrics: the request counters the metrics layer feeds, and the gauges sampled
+//! when `/metrics` is scraped (uptime, rates, connections, PHP workers and queue, node load and
+//! memory).
+//!
+//! Each server has its own registry (no global recorder), so several servers — or tests — in
+//! one process never mix their numbers.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use metrics::{
+    Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
+};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+use crate::php::PoolStats;
+use crate::server::ConnectionStats;
+
+const DURATION: &str = "tokio_php_request_duration_seconds";
+/// Latency buckets, in seconds: from a cached PHP page to a slow report.
+const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// One server's metrics. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    started: Instant,
+    requests: AtomicU64,
+    duration_micros: AtomicU64,
+    /// (when, requests) at the previous scrape, for the request rate between scrapes.
+    last_scrape: Mutex<(Instant, u64)>,
+    duration: Histogram,
+    rate_limited: Counter,
+    timed_out: Counter,
+    dropped: AtomicU64,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics")
+            .field("requests", &self.inner.requests.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Names, types and help texts, registered up front so every metric appears from the start.
+const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
+    (
+        "tokio_php_uptime_seconds",
+        Kind::Gauge,
+        "Seconds since the server started.",
+    ),
+    (
+        "tokio_php_requests_per_second",
+        Kind::Gauge,
+        "Requests per second since the previous scrape.",
+    ),
+    (
+        "tokio_php_response_time_avg_seconds",
+        Kind::Gauge,
+        "Mean time to the response head since start.",
+    ),
+    (
+        "tokio_php_active_connections",
+        Kind::Gauge,
+        "Client connections open now.",
+    ),
+    (
+        "tokio_php_pending_requests",
+        Kind::Gauge,
+        "Requests waiting in the queue for a PHP worker.",
+    ),
+    (
+        "tokio_php_dropped_requests",
+        Kind::Gauge,
+        "Requests refused with 503 because the queue was full, since start.",
+    ),
+    (
+        "tokio_php_requests_total",
+        Kind::Counter,
+        "Requests received, by method.",
+    ),
+    (
+        "tokio_php_responses_total",
+        Kind::Counter,
+        "Responses sent, by status code.",
+    ),
+    (
+        "tokio_php_request_duration_seconds",
+        Kind::Histogram,
+        "Time from request to response head.",
+    ),
+    (
+        "tokio_php_rate_limited_requests_total",
+        Kind::Counter,
+        "Requests refused with 429 by the rate limiter.",
+    ),
+    (
+        "tokio_php_timed_out_requests_total",
+        Kind::Counter,
+        "Requests answered 504 by the request timeout.",
+    ),
+    (
+        "tokio_php_php_fatal_errors_total",
+        Kind::Counter,
+        "PHP fatal errors (uncaught exceptions and memory_limit included).",
+    ),
+    (
+        "tokio_php_php_workers",
+        Kind::Gauge,
+        "PHP worker threads alive.",
+    ),
+    (
+        "tokio_php_php_workers_busy",
+        Kind::Gauge,
+        "PHP workers running a script.",
+    ),
+    (
+        "tokio_php_php_workers_idle",
+        Kind::Gauge,
+        "PHP workers waiting for a request.",
+    ),
+    (
+        "tokio_php_queue_capacity",
+        Kind::Gauge,
+        "Requests that may wait for a PHP worker.",
+    ),
+    (
+        "tokio_php_memory_usage_percent",
+        Kind::Gauge,
+        "Share of the machine's memory in use.",
+    ),
+    ("node_load1", Kind::Gauge, "1-minute load average."),
+    ("node_load5", Kind::Gauge, "5-minute load average."),
+    ("node_load15", Kind::Gauge, "15-minute load average."),
+    ("node_memory_MemTotal_bytes", Kind::Gauge, "Total memory."),
+    (
+        "node_memory_MemAvailable_bytes",
+        Kind::Gauge,
+        "Memory available for new work.",
+    ),
+    (
+        "node_memory_MemUsed_bytes",
+        Kind::Gauge,
+        "Memory in use (total minus available).",
+    ),
+];
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Metrics {
+    /// An empty registry.
+    pub fn new() -> Metrics {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(DURATION.to_string()), DURATION_BUCKETS)
+            .expect("non-empty buckets")
+            .build_recorder();
+        for &(name, kind, help) in DESCRIPTIONS {
+            let (key, help) = (KeyName::from_const_str(name), SharedString::const_str(help));
+            let unit = name.ends_with("_seconds").then_some(Unit::Seconds);
+            match kind {
+                Kind::Counter => recorder.describe_counter(key, unit, help),
+                Kind::Gauge => recorder.describe_gauge(key, unit, help),
+                Kind::Histogram => recorder.describe_histogram(key, unit, help),
+            }
+        }
+        let handle = recorder.handle();
+        let counter =
+            |name: &'static str| recorder.register_counter(&Key::from_static_name(name), &METADATA);
+        let inner = Inner {
+            duration: recorder.register_histogram(&Key::from_static_name(DURATION), &METADATA),
+            rate_limited: counter("tokio_php_rate_limited_requests_total"),
+            timed_out: counter("tokio_php_timed_out_requests_total"),
+            handle,
+            started: Instant::now(),
+            requests: AtomicU64::new(0),
+            duration_micros: AtomicU64::new(0),
+            last_scrape: Mutex::new((Instant::now(), 0)),
+            dropped: AtomicU64::new(0),
+            recorder,
+        };
+        Metrics {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Records one answered request. `generated` marks responses the server made itself
+    /// (a 429 from the rate limiter, a 504 from the timeout, a 503 for a full queue).
+    pub fn record(&self, method: &Method, status: StatusCode, elapsed: Duration, generated: bool) {
+        let inner = &self.inner;
+        inner.requests.fetch_add(1, Ordering::Relaxed);
+        inner.duration_micros.fetch_add(
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        inner.duration.record(elapsed.as_secs_f64());
+        self.labelled_counter("tokio_php_requests_total", "method", method_label(method))
+            .increment(1);
+        self.labelled_counter(
+            "tokio_php_responses_total",
+            "status",
+            status.as_str().to_string(),
+        )
+        .increment(1);
+        if generated {
+            match status {
+                StatusCode::TOO_MANY_REQUESTS => inner.rate_limited.increment(1),
+                StatusCode::GATEWAY_TIMEOUT => inner.timed_out.increment(1),
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    inner.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Requests recorded since start.
+    pub fn total_requests(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    fn labelled_counter(
+        &self,
+        name: &'static str,
+        label: &'static str,
+        value: impl Into<SharedString>,
+    ) -> Counter {
+        let key = Key::from_parts(name, vec![Label::new(label, value.into())]);
+        self.inner.recorder.register_counter(&key, &METADATA)
+    }
+
+    fn gauge(&self, name: &'static str) -> Gauge {
+        self.inner
+            .recorder
+            .register_gauge(&Key::from_static_name(name), &METADATA)
+    }
+
+    /// Samples the gauges and renders everything in the Prometheus text format.
+    pub fn render(&self, connections: &ConnectionStats, pool: Option<PoolStats>) -> String {
+        let inner = &self.inner;
+        let requests = inner.requests.load(Ordering::Relaxed);
+        let now = Instant::now();
+        self.gauge("tokio_php_uptime_seconds")
+            .set(inner.started.elapsed().as_secs_f64());
+        let rate = {
+            let mut last = inner.last_scrape.lock().unwrap_or_else(|e| e.into_inner());
+            let (since, before) = *last;
+            *last = (now, requests);
+            let seconds = now.duration_since(since).as_secs_f64();
+            if seconds > 0.0 {
+                (requests - before) as f64 / seconds
+            } else {
+                0.0
+            }
+        };
+        self.gauge("tokio_php_requests_per_second").set(rate);
+        let average = if requests == 0 {
+            0.0
+        } else {
+            inner.duration_micros.load(Ordering::Relaxed) as f64 / requests as f64 / 1e6
+        };
+        self.gauge("tokio_php_response_time_avg_seconds")
+            .set(average);
+        self.gauge("tokio_php_active_connections")
+            .set(connections.active() as f64);
+        self.gauge("tokio_php_dropped_requests")
+            .set(inner.dropped.load(Ordering::Relaxed) as f64);
+        if let Some(pool) = pool {
+            self.gauge("tokio_php_pending_requests")
+                .set(pool.queued as f64);
+            self.gauge("tokio_php_queue_capacity")
+                .set(pool.queue_capacity as f64);
+            self.gauge("tokio_php_php_workers")
+                .set(pool.live_workers as f64);
+            self.gauge("tokio_php_php_workers_busy")
+                .set(pool.busy_workers as f64);
+            self.gauge("tokio_php_php_workers_idle")
+                .set(pool.live_workers.saturating_sub(pool.busy_workers) as f64);
+            self.inner
+                .recorder
+                .register_counter(
+                    &Key::from_static_name("tokio_php_php_fatal_errors_total"),
+                    &METADATA,
+                )
+                .absolute(pool.fatal_errors);
+        }
+        self.sample_node();
+        inner.handle.render()
+    }
+
+    fn sample_node(&self) {
+        if let Some([one, five, fifteen]) = load_average() {
+            self.gauge("node_load1").set(one);
+            self.gauge("node_load5").set(five);
+            self.gauge("node_load15").set(fifteen);
+        }
+        if let Some((total, available)) = memory() {
+            let used = total.saturating_sub(available);
+            self.gauge("node_memory_MemTotal_bytes").set(total as f64);
+            self.gauge("node_memory_MemAvailable_bytes")
+                .set(available as f64);
+            self.gauge("node_memory_MemUsed_bytes").set(used as f64);
+            if total > 0 {
+                self.gauge("tokio_php_memory_usage_percent")
+                    .set(used as f64 * 100.0 / total as f64);
+            }
+        }
+    }
+}
+
+/// Methods as labels; anything unusual is `OTHER`, so clients cannot grow the label set.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+fn load_average() -> Option<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().ok());
+    Some([fields.next()??, fields.next()??, fields.next()??])
+}
+
+/// (MemTotal, MemAvailable) in bytes.
+fn memory() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map(|kib| kib * 1024)
+    };
+    Some((field("MemTotal:")?, field("MemAvailable:")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_requests_appear_in_the_rendering() {
+        let metrics = Metrics::new();
+        metrics.record(
+            &Method::GET,
+            StatusCode::OK,
+            Duration::from_millis(3),
+            false,
+        );
+        metrics.record(
+            &Method::POST,
+            StatusCode::TOO_MANY_REQUESTS,
+            Duration::from_micros(50),
+            true,
+        );
+        metrics.record(
+            &Method::from_bytes(b"BREW").unwrap(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::ZERO,
+            true,
+        );
+        let text = metrics.render(&ConnectionStats::default(), None);
+        assert!(
+            text.contains("tokio_php_requests_total{method=\"GET\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("tokio_php_requests_total{method=\"OTHER\"} 1"));
+        assert!(text.contains("tokio_php_responses_total{status=\"429\"} 1"));
+        assert!(text.contains("tokio_php_rate_limited_requests_total 1"));
+        assert!(text.contains("tokio_php_dropped_requests 1"));
+        assert!(text.contains("tokio_php_request_duration_seconds_bucket{le=\"0.005\"} 3"));
+        assert!(text.contains("# TYPE tokio_php_request_duration_seconds histogram"));
+        assert!(text.contains("node_memory_MemTotal_bytes"));
+        assert_eq!(metrics.total_requests(), 3);
+    }
+}
