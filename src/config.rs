@@ -166,6 +166,25 @@ pub struct Config {
     )]
     pub drain_timeout_secs: u64,
 
+    /// OTLP/HTTP collector (e.g. `http://127.0.0.1:4318`): export a span per request. The other
+    /// standard `OTEL_EXPORTER_OTLP_*` and `OTEL_BSP_*` variables apply too. Empty = off.
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        value_name = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        default_value = ""
+    )]
+    pub otel_exporter_otlp_endpoint: String,
+
+    /// The service name on exported spans.
+    #[arg(
+        long,
+        env = "OTEL_SERVICE_NAME",
+        value_name = "OTEL_SERVICE_NAME",
+        default_value = "tokio_php"
+    )]
+    pub otel_service_name: String,
+
     /// Address of the internal server (`/health`, `/metrics`, `/config`); empty = off.
     #[arg(long, env = "INTERNAL_ADDR", value_name = "INTERNAL_ADDR", default_value = "", value_parser = parse_optional_addr)]
     pub internal_addr: ::std::option::Option<SocketAddr>,

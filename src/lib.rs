@@ -13,6 +13,7 @@ pub mod config;
 mod conn_info;
 pub mod layer;
 pub mod log;
+pub mod otel;
 pub mod php;
 pub mod server;
 pub mod stack;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use hyper::body::Incoming;
+use tokio_php::otel::OtelExport;
 use tokio_php::php::{
     PhpPool, PhpRuntime, PhpRuntimeConfig, PhpService, PhpServiceConfig, PoolMonitor,
 };
@@ -38,9 +39,8 @@ fn run(config: &Config) -> Result<(), String> {
     let stack_config = StackConfig::from_config(config)?;
     if config.use_stub {
         tracing::info!("USE_STUB=1: answering every request with an empty 200, PHP not started");
-        let service = stack::build(&stack_config, StubService).map_err(|e| e.to_string())?;
         let internal = internal_state(config, &stack_config, &serve_config, None);
-        return serve(config, serve_config, service, internal);
+        return serve(config, serve_config, stack_config, StubService, internal);
     }
     if !config.use_ext {
         tracing::info!(
@@ -69,9 +69,7 @@ fn run(config: &Config) -> Result<(), String> {
         },
     );
     let internal = internal_state(config, &stack_config, &serve_config, Some(pool.monitor()));
-    let served = stack::build(&stack_config, php)
-        .map_err(|e| e.to_string())
-        .and_then(|service| serve(config, serve_config, service, internal));
+    let served = serve(config, serve_config, stack_config, php, internal);
 
     let drain = Duration::from_secs(config.drain_timeout_secs);
     if !pool.shutdown(drain) {
@@ -98,45 +96,76 @@ fn internal_state(
     }
 }
 
-/// Serves the stack (and the internal server, when configured) until SIGTERM/SIGINT and the
-/// drain that follows. The internal server keeps answering during the drain (`/health` says
-/// `draining`) and stops last.
-fn serve(
+/// Serves `inner` in the stack (and the internal server, when configured) until SIGTERM/SIGINT
+/// and the drain that follows. The internal server keeps answering during the drain (`/health`
+/// says `draining`) and stops last; the last spans are flushed before returning.
+fn serve<S, B>(
+    config: &Config,
+    serve_config: ServeConfig,
+    mut stack_config: StackConfig,
+    inner: S,
+    internal: InternalState,
+) -> Result<(), String>
+where
+    S: tower::Service<
+            http::Request<Incoming>,
+            Response = http::Response<B>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<tokio_php::BoxError>,
+{
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the async runtime: {e}"))?;
+    // The OTLP exporter's batch task lives on this runtime.
+    let otel = {
+        let _entered = tokio.enter();
+        OtelExport::from_env()?
+    };
+    stack_config.otel = otel.as_ref().map(OtelExport::tracer);
+    let service = stack::build(&stack_config, inner).map_err(|e| e.to_string())?;
+    let served = tokio.block_on(serve_until_signal(config, serve_config, service, internal));
+    if let Some(otel) = otel {
+        otel.shutdown();
+    }
+    served
+}
+
+async fn serve_until_signal(
     config: &Config,
     serve_config: ServeConfig,
     service: StackService<Incoming>,
     internal: InternalState,
 ) -> Result<(), String> {
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the async runtime: {e}"))?;
-    tokio.block_on(async {
-        let listener = server::bind(config.listen_addr)
-            .await
-            .map_err(|e| format!("LISTEN_ADDR={}: {e}", config.listen_addr))?;
-        let (stop_internal, internal_stopped) = tokio::sync::oneshot::channel::<()>();
-        let internal_task = match config.internal_addr {
-            None => None,
-            Some(addr) => {
-                let listener = server::bind(addr)
-                    .await
-                    .map_err(|e| format!("INTERNAL_ADDR={addr}: {e}"))?;
-                let stopped = async move {
-                    let _ = internal_stopped.await;
-                };
-                Some(tokio::spawn(server::serve_internal(
-                    listener, internal, stopped,
-                )))
-            }
-        };
-        let served = server::serve(listener, service, serve_config, server::shutdown_signal())
-            .await
-            .map_err(|e| format!("serving: {e}"));
-        let _ = stop_internal.send(());
-        if let Some(task) = internal_task {
-            let _ = task.await;
+    let listener = server::bind(config.listen_addr)
+        .await
+        .map_err(|e| format!("LISTEN_ADDR={}: {e}", config.listen_addr))?;
+    let (stop_internal, internal_stopped) = tokio::sync::oneshot::channel::<()>();
+    let internal_task = match config.internal_addr {
+        None => None,
+        Some(addr) => {
+            let listener = server::bind(addr)
+                .await
+                .map_err(|e| format!("INTERNAL_ADDR={addr}: {e}"))?;
+            let stopped = async move {
+                let _ = internal_stopped.await;
+            };
+            Some(tokio::spawn(server::serve_internal(
+                listener, internal, stopped,
+            )))
         }
-        served
-    })
+    };
+    let served = server::serve(listener, service, serve_config, server::shutdown_signal())
+        .await
+        .map_err(|e| format!("serving: {e}"));
+    let _ = stop_internal.send(());
+    if let Some(task) = internal_task {
+        let _ = task.await;
+    }
+    served
 }

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! TraceContextLayer   traceparent in/out, trace/span ids for everything below
+//! OtelLayer           OTEL_EXPORTER_OTLP_ENDPOINT: server span (+ PHP child span) over OTLP
 //! RequestIdLayer      X-Request-ID, in every log line
 //! MetricsLayer        Prometheus counters and latency histogram
 //! AccessLogLayer      ACCESS_LOG=1: one line per request, after its body is sent
@@ -39,12 +40,13 @@ use tower::util::BoxCloneService;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::layer::{
-    AccessLogLayer, CompressionLayer, ErrorPagesLayer, MetricsLayer, ProfileLayer, RateLimitLayer,
-    RequestIdLayer, TimeoutLayer, TraceContextLayer, TryFilesLayer,
+    AccessLogLayer, CompressionLayer, ErrorPagesLayer, MetricsLayer, OtelLayer, ProfileLayer,
+    RateLimitLayer, RequestIdLayer, TimeoutLayer, TraceContextLayer, TryFilesLayer,
 };
 use crate::php::DocumentRoot;
 use crate::telemetry::Metrics;
 use crate::{BoxError, Config};
+use opentelemetry_sdk::trace::SdkTracer;
 
 /// The body every stack answers with.
 pub type StackBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -73,6 +75,8 @@ pub struct StackConfig {
     pub access_log: bool,
     /// Where request metrics are recorded (served by the internal server).
     pub metrics: Metrics,
+    /// Records request spans for OTLP export (`None`: no OpenTelemetry).
+    pub otel: Option<SdkTracer>,
 }
 
 impl StackConfig {
@@ -113,6 +117,7 @@ impl StackConfig {
             profile: config.profile,
             access_log: config.access_log,
             metrics: Metrics::new(),
+            otel: None,
         })
     }
 }
@@ -155,6 +160,9 @@ where
     }
     service = boxed(MetricsLayer::new(config.metrics.clone()).layer(service));
     service = boxed(RequestIdLayer::new().layer(service));
+    if let Some(tracer) = &config.otel {
+        service = boxed(OtelLayer::new(tracer.clone()).layer(service));
+    }
     Ok(boxed(TraceContextLayer::new().layer(service)))
 }
 

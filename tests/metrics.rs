@@ -69,6 +69,7 @@ async fn metrics_cover_php_traffic_and_pass_promtool() {
                 profile: false,
                 access_log: false,
                 metrics: stack_metrics,
+                otel: None,
             };
             stack::build(&config, TestServer::php_service(pool)).unwrap()
         },

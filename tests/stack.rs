@@ -24,6 +24,7 @@ fn config() -> StackConfig {
         profile: false,
         access_log: false,
         metrics: Metrics::new(),
+        otel: None,
     }
 }
 

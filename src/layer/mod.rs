@@ -33,6 +33,7 @@
 //! |---|---|
 //! | [`TraceContextLayer`] | W3C `traceparent` in and out, a random span id per request, `TRACE_ID`/`SPAN_ID`/`PARENT_SPAN_ID` for PHP |
 //! | [`RequestIdLayer`] | `X-Request-ID` kept (if sane) or derived from the trace; in every log line |
+//! | [`OtelLayer`] | OpenTelemetry server span (+ a PHP child span), exported over OTLP |
 //! | [`MetricsLayer`] | Prometheus counters and latency histogram per request |
 //! | [`AccessLogLayer`] | one JSON `access` line per request once its body is sent |
 //! | [`ProfileLayer`] | `X-Profile: 1` → `X-Profile-*` timing headers |
@@ -51,6 +52,7 @@ pub mod access_log;
 pub mod compression;
 pub mod error_pages;
 pub mod metrics;
+pub mod otel;
 pub mod profile;
 pub mod rate_limit;
 pub mod request_id;
@@ -62,6 +64,7 @@ pub use access_log::{AccessLog, AccessLogBody, AccessLogLayer};
 pub use compression::{Compressible, CompressionLayer};
 pub use error_pages::{ErrorPages, ErrorPagesLayer};
 pub use metrics::{MetricsLayer, MetricsService};
+pub use otel::{Otel, OtelLayer};
 pub use profile::{Profile, ProfileLayer};
 pub use rate_limit::{RateLimit, RateLimitLayer};
 pub use request_id::{RequestId, RequestIdLayer, RequestIdService};

@@ -1,0 +1,130 @@
+//! OpenTelemetry export: spans over OTLP/HTTP (protobuf), batched in the background.
+//!
+//! Enabled by the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`)
+//! variable; the exporter reads the other standard `OTEL_EXPORTER_OTLP_*` and `OTEL_BSP_*`
+//! variables itself. The service name is `OTEL_SERVICE_NAME`, or `tokio_php`.
+//!
+//! Spans keep the ids [`TraceContextLayer`] chose (and sent in `traceparent`, and logged): the
+//! tracer provider's id generator hands out ids preset for the span being built on this thread,
+//! and random ones otherwise. Export never blocks a request: ended spans go into a bounded queue
+//! (dropped when full) that a background task sends, with a timeout per export.
+//!
+//! [`TraceContextLayer`]: crate::layer::TraceContextLayer
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
+use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::trace::{
+    span_processor_with_async_runtime::BatchSpanProcessor, IdGenerator, RandomIdGenerator,
+    SdkTracer, SdkTracerProvider,
+};
+use opentelemetry_sdk::Resource;
+
+/// How long one export may take before it is abandoned.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+thread_local! {
+    /// Ids for the span being built on this thread (see [`with_ids`]).
+    static PRESET: Cell<Option<(TraceId, SpanId)>> = const { Cell::new(None) };
+}
+
+/// Hands out the preset ids while a span is built with [`with_ids`], random ones otherwise.
+#[derive(Debug, Default)]
+struct PresetIds {
+    random: RandomIdGenerator,
+}
+
+impl IdGenerator for PresetIds {
+    fn new_trace_id(&self) -> TraceId {
+        PRESET
+            .with(Cell::get)
+            .map_or_else(|| self.random.new_trace_id(), |(trace, _)| trace)
+    }
+
+    fn new_span_id(&self) -> SpanId {
+        PRESET
+            .with(Cell::get)
+            .map_or_else(|| self.random.new_span_id(), |(_, span)| span)
+    }
+}
+
+/// Runs `build` (which starts one span) so that span gets these ids. The trace id is only used
+/// when the span has no parent (a parent's trace id always wins).
+pub(crate) fn with_ids<T>(trace_id: TraceId, span_id: SpanId, build: impl FnOnce() -> T) -> T {
+    PRESET.with(|preset| preset.set(Some((trace_id, span_id))));
+    let built = build();
+    PRESET.with(|preset| preset.set(None));
+    built
+}
+
+/// The running exporter. Call [`OtelExport::shutdown`] before exit to flush the last spans.
+#[derive(Debug)]
+pub struct OtelExport {
+    provider: SdkTracerProvider,
+}
+
+impl OtelExport {
+    /// Starts exporting when an OTLP endpoint is configured in the environment; `None` otherwise.
+    /// Must run inside a tokio runtime (the batch exporter is a task on it).
+    pub fn from_env() -> Result<Option<OtelExport>, String> {
+        let configured = [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ]
+        .iter()
+        .any(|name| std::env::var(name).is_ok_and(|v| !v.is_empty()));
+        if !configured {
+            return Ok(None);
+        }
+        let service = std::env::var("OTEL_SERVICE_NAME")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "tokio_php".into());
+        OtelExport::start(None, &service).map(Some)
+    }
+
+    /// Exports to `endpoint` (the full traces URL, e.g. `http://collector:4318/v1/traces`;
+    /// `None`: from the environment) as `service`.
+    pub fn start(endpoint: Option<&str>, service: &str) -> Result<OtelExport, String> {
+        let client =
+            opentelemetry_http::hyper::HyperClient::with_default_connector(EXPORT_TIMEOUT, None);
+        let mut builder = SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_http_client(client)
+            .with_timeout(EXPORT_TIMEOUT);
+        if let Some(endpoint) = endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        let exporter = builder
+            .build()
+            .map_err(|e| format!("OTEL_EXPORTER_OTLP_ENDPOINT: {e}"))?;
+        let processor =
+            BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_id_generator(PresetIds::default())
+            .with_resource(
+                Resource::builder()
+                    .with_service_name(service.to_string())
+                    .build(),
+            )
+            .build();
+        tracing::info!(service, "exporting traces over OTLP/HTTP");
+        Ok(OtelExport { provider })
+    }
+
+    /// The tracer the [`OtelLayer`](crate::layer::OtelLayer) records with.
+    pub fn tracer(&self) -> SdkTracer {
+        self.provider.tracer("tokio_php")
+    }
+
+    /// Flushes what is queued (bounded by the export timeout) and stops.
+    pub fn shutdown(self) {
+        if let Err(error) = self.provider.shutdown() {
+            tracing::warn!(%error, "flushing the last spans failed");
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! OpenTelemetry export from the real binary to a real OTLP/HTTP receiver on loopback: spans
+//! carry the traceparent's ids and parent links and the HTTP attributes, the PHP span hangs
+//! under the server span, and a missing or stalled collector never slows requests down.
+
+mod common;
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::Proto;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+
+/// Spans received, with their resource's service name.
+type Received = Arc<Mutex<Vec<(String, Span)>>>;
+
+/// A minimal OTLP/HTTP receiver: decodes every `POST /v1/traces` protobuf export.
+async fn otlp_receiver() -> (SocketAddr, Received) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received: Received = Arc::default();
+    let store = received.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let store = store.clone();
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let store = store.clone();
+                async move {
+                    assert_eq!(request.uri().path(), "/v1/traces");
+                    assert_eq!(request.headers()["content-type"], "application/x-protobuf");
+                    let body = request.into_body().collect().await.unwrap().to_bytes();
+                    let export = ExportTraceServiceRequest::decode(body)
+                        .expect("a valid OTLP protobuf export");
+                    for resource_spans in export.resource_spans {
+                        let service = resource_spans
+                            .resource
+                            .iter()
+                            .flat_map(|r| &r.attributes)
+                            .find(|a| a.key == "service.name")
+                            .and_then(|a| string(a.value.as_ref()?.value.as_ref()?))
+                            .unwrap_or_default();
+                        for scope in resource_spans.scope_spans {
+                            for span in scope.spans {
+                                store.lock().unwrap().push((service.clone(), span));
+                            }
+                        }
+                    }
+                    let reply = ExportTraceServiceResponse::default().encode_to_vec();
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(reply))))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    (addr, received)
+}
+
+fn string(value: &Value) -> Option<String> {
+    match value {
+        Value::StringValue(s) => Some(s.clone()),
+        Value::IntValue(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn attribute(span: &Span, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| string(a.value.as_ref()?.value.as_ref()?))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(otlp_endpoint: &str) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tokio_php"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("DOCUMENT_ROOT", common::fixtures_root())
+            .env("PHP_WORKERS", "1")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_endpoint)
+            .env("OTEL_SERVICE_NAME", "tokio-php-under-test")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let log: serde_json::Value = serde_json::from_str(&line).unwrap();
+                if log["data"]["server"] == "http" {
+                    let _ = tx.send(log["data"]["local_addr"].as_str().unwrap().to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap()
+            .parse()
+            .unwrap();
+        Server { child, addr }
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the server exits after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn get(server: &Server, path: &str, traceparent: Option<&str>) -> Response<Bytes> {
+    let mut request = Request::get(path);
+    if let Some(traceparent) = traceparent {
+        request = request.header("traceparent", traceparent);
+    }
+    common::send(
+        server.addr,
+        Proto::Http1,
+        request.body(Full::default()).unwrap(),
+    )
+    .await
+}
+
+async fn wait_for_spans(received: &Received, count: usize) -> Vec<(String, Span)> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let spans = received.lock().unwrap().clone();
+        if spans.len() >= count || Instant::now() > deadline {
+            return spans;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_export_server_and_php_spans_with_the_traceparent_ids() {
+    let (collector, received) = otlp_receiver().await;
+    let server = Server::start(&format!("http://{collector}"));
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let caller_span = "b7ad6b7169203331";
+    let response = get(
+        &server,
+        "/slow.php?ms=30",
+        Some(&format!("00-{trace_id}-{caller_span}-01")),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let our_span = response.headers()["traceparent"].to_str().unwrap()[36..52].to_string();
+
+    let spans = wait_for_spans(&received, 2).await;
+    let (service, server_span) = spans
+        .iter()
+        .find(|(_, s)| hex(&s.span_id) == our_span)
+        .unwrap_or_else(|| panic!("no span {our_span} among {spans:?}"));
+    assert_eq!(service, "tokio-php-under-test");
+    assert_eq!(hex(&server_span.trace_id), trace_id, "the caller's trace");
+    assert_eq!(
+        hex(&server_span.parent_span_id),
+        caller_span,
+        "parented to the caller's span"
+    );
+    assert_eq!(server_span.kind, 2, "SPAN_KIND_SERVER");
+    assert_eq!(server_span.name, "GET");
+    assert_eq!(
+        attribute(server_span, "http.request.method").as_deref(),
+        Some("GET")
+    );
+    assert_eq!(
+        attribute(server_span, "url.path").as_deref(),
+        Some("/slow.php")
+    );
+    assert_eq!(
+        attribute(server_span, "url.query").as_deref(),
+        Some("ms=30")
+    );
+    assert_eq!(
+        attribute(server_span, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(
+        attribute(server_span, "network.protocol.version").as_deref(),
+        Some("1.1")
+    );
+    assert_eq!(
+        attribute(server_span, "client.address").as_deref(),
+        Some("127.0.0.1")
+    );
+
+    let (_, php_span) = spans
+        .iter()
+        .find(|(_, s)| s.name == "php")
+        .unwrap_or_else(|| panic!("no php span among {spans:?}"));
+    assert_eq!(hex(&php_span.trace_id), trace_id);
+    assert_eq!(
+        hex(&php_span.parent_span_id),
+        our_span,
+        "the PHP span is the server span's child"
+    );
+    let script_us: u64 = attribute(php_span, "php.script_us")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(script_us >= 30_000, "the script slept 30 ms: {script_us}");
+    assert!(attribute(php_span, "php.queue_us").is_some());
+    assert!(php_span.end_time_unix_nano > php_span.start_time_unix_nano);
+    assert!(server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_stalled_collector_never_holds_requests_up() {
+    // Nothing listens on `gone`; `stalled` accepts connections and never answers.
+    let gone = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let stalled = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stalled_addr = stalled.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = stalled.accept().await {
+            held.push(stream);
+        }
+    });
+    for collector in [gone, stalled_addr] {
+        let server = Server::start(&format!("http://{collector}"));
+        for _ in 0..50 {
+            let response = get(&server, "/index.php", None).await;
+            assert_eq!(response.status(), StatusCode::OK, "collector {collector}");
+        }
+        assert!(
+            server.stop().success(),
+            "shutdown with an unreachable collector still exits cleanly"
+        );
+    }
+}
