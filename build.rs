@@ -20,6 +20,7 @@ fn main() {
     let php = PhpInstall::probe(&php_config);
     php.check_supported();
 
+    emit_build_id();
     compile_shim(&php);
     generate_bindings();
     link_libphp(&php);
@@ -131,6 +132,21 @@ impl PhpInstall {
                 ))
             })
     }
+}
+
+/// `TOKIO_PHP_BUILD`: the version plus the git commit, for tokio_server_info() and logs.
+fn emit_build_id() {
+    let version = env::var("CARGO_PKG_VERSION").unwrap_or_default();
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=TOKIO_PHP_BUILD={version} ({commit})");
+    println!("cargo:rerun-if-changed=.git/HEAD");
 }
 
 fn compile_shim(php: &PhpInstall) {

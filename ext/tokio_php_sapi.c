@@ -16,6 +16,7 @@
 #include "php_main.h"
 #include "php_variables.h"
 #include "SAPI.h"
+#include "ext/standard/head.h"
 #include "ext/standard/info.h"
 #include "zend_exceptions.h"
 
@@ -33,6 +34,15 @@ static char *ini_entries_copy;
 ZEND_TLS const tp_request *current_request;
 ZEND_TLS zend_long current_worker_id = -1;
 ZEND_TLS tp_thread *current_thread;
+/* tokio_finish_request() was called in the current request. */
+ZEND_TLS bool current_finished;
+
+static struct {
+    char *version;
+    char *build;
+    zend_long workers;
+    zend_long queue_capacity;
+} server_info;
 
 /* Breaks blocking system calls (sleep, reads) of a thread being interrupted. Never SIGRTMIN
  * itself: PHP's per-thread execution timers use it, and a foreign SIGRTMIN makes its handler
@@ -87,9 +97,70 @@ PHP_FUNCTION(tokio_request_heartbeat)
     RETURN_TRUE;
 }
 
+ZEND_BEGIN_ARG_WITH_RETURN_TYPE_INFO_EX(arginfo_tokio_request_id, 0, 0, IS_STRING, 0)
+ZEND_END_ARG_INFO()
+
+/* tokio_request_id(): the request's id, as in its X-Request-ID response header and log lines. */
+PHP_FUNCTION(tokio_request_id)
+{
+    ZEND_PARSE_PARAMETERS_NONE();
+    RETURN_STRING(current_request && current_request->request_id ? current_request->request_id : "");
+}
+
+ZEND_BEGIN_ARG_WITH_RETURN_TYPE_INFO_EX(arginfo_tokio_server_info, 0, 0, IS_ARRAY, 0)
+ZEND_END_ARG_INFO()
+
+/* tokio_server_info(): what is running this script. */
+PHP_FUNCTION(tokio_server_info)
+{
+    ZEND_PARSE_PARAMETERS_NONE();
+    array_init(return_value);
+    add_assoc_string(return_value, "server", "tokio_php");
+    add_assoc_string(return_value, "version", server_info.version ? server_info.version : "");
+    add_assoc_string(return_value, "sapi", (char *)sapi_module.name);
+    add_assoc_bool(return_value, "zts", true);
+    add_assoc_long(return_value, "workers", server_info.workers);
+    add_assoc_long(return_value, "queue_capacity", server_info.queue_capacity);
+    add_assoc_string(return_value, "php_version", PHP_VERSION);
+    add_assoc_string(return_value, "build", server_info.build ? server_info.build : "");
+}
+
+ZEND_BEGIN_ARG_WITH_RETURN_TYPE_INFO_EX(arginfo_tokio_finish_request, 0, 0, _IS_BOOL, 0)
+ZEND_END_ARG_INFO()
+
+/* tokio_finish_request() / fastcgi_finish_request(): send the output and headers so far and
+ * complete the response now; the script keeps running, its later output is discarded. Like
+ * php-fpm, a second call returns false. */
+PHP_FUNCTION(tokio_finish_request)
+{
+    ZEND_PARSE_PARAMETERS_NONE();
+    if (!current_request || current_finished) {
+        RETURN_FALSE;
+    }
+    php_output_end_all();
+    php_header();
+    current_finished = true;
+    host.finish(current_request->ctx);
+    RETURN_TRUE;
+}
+
+/* Replaces opcache_reset(): in one multi-threaded process a reset frees cached scripts other
+ * threads are running (OPcache's restart guard only sees other processes), corrupting memory. */
+PHP_FUNCTION(tp_opcache_reset_disabled)
+{
+    ZEND_PARSE_PARAMETERS_NONE();
+    php_error_docref(NULL, E_WARNING,
+        "opcache_reset() is disabled under tokio_php: it is unsafe in a multi-threaded process; restart the server to clear the cache");
+    RETURN_FALSE;
+}
+
 static const zend_function_entry tokio_php_functions[] = {
     PHP_FE(tokio_worker_id, arginfo_tokio_worker_id)
     PHP_FE(tokio_request_heartbeat, arginfo_tokio_request_heartbeat)
+    PHP_FE(tokio_request_id, arginfo_tokio_request_id)
+    PHP_FE(tokio_server_info, arginfo_tokio_server_info)
+    PHP_FE(tokio_finish_request, arginfo_tokio_finish_request)
+    PHP_FALIAS(fastcgi_finish_request, tokio_finish_request, arginfo_tokio_finish_request)
     PHP_FE_END
 };
 
@@ -137,8 +208,8 @@ static int tp_sapi_deactivate(void)
 
 static size_t tp_sapi_ub_write(const char *str, size_t len)
 {
-    if (!current_request) {
-        return len;
+    if (!current_request || current_finished) {
+        return len; /* after tokio_finish_request() output goes nowhere, as under php-fpm */
     }
     if (!host.write(current_request->ctx, str, len)) {
         /* Marks the connection aborted and, unless ignore_user_abort, ends the script. */
@@ -150,7 +221,7 @@ static size_t tp_sapi_ub_write(const char *str, size_t len)
 static void tp_sapi_flush(void *server_context)
 {
     (void)server_context;
-    if (!current_request) {
+    if (!current_request || current_finished) {
         return;
     }
     /* flush() with no output yet must still put the status and headers on the wire. */
@@ -164,7 +235,7 @@ static void tp_sapi_flush(void *server_context)
 
 static int tp_sapi_send_headers(sapi_headers_struct *sapi_headers)
 {
-    if (!current_request || SG(request_info).no_headers == 1) {
+    if (!current_request || current_finished || SG(request_info).no_headers == 1) {
         return SAPI_HEADER_SENT_SUCCESSFULLY;
     }
     /* http_response_code is the source of truth: http_status_line can be stale after
@@ -296,6 +367,17 @@ static int install_interrupt_signal(void)
     return sigaction(TP_INTERRUPT_SIGNAL, &action, NULL);
 }
 
+/* Swaps opcache_reset()'s handler in this thread's function table. Under ZTS every thread gets
+ * its own copy of the internal functions (function_copy_ctor), so each worker does this for
+ * itself right after allocating its globals. */
+static void disable_opcache_reset(void)
+{
+    zend_function *reset = zend_hash_str_find_ptr(CG(function_table), "opcache_reset", sizeof("opcache_reset") - 1);
+    if (reset && reset->type == ZEND_INTERNAL_FUNCTION) {
+        reset->internal_function.handler = ZEND_FN(tp_opcache_reset_disabled);
+    }
+}
+
 int tp_startup(const tp_startup_options *options)
 {
     host = options->callbacks;
@@ -328,6 +410,16 @@ int tp_startup(const tp_startup_options *options)
     return 0;
 }
 
+void tp_set_server_info(const tp_server_info *info)
+{
+    free(server_info.version);
+    free(server_info.build);
+    server_info.version = strdup(info->version ? info->version : "");
+    server_info.build = strdup(info->build ? info->build : "");
+    server_info.workers = info->workers;
+    server_info.queue_capacity = info->queue_capacity;
+}
+
 void tp_shutdown(void)
 {
     if (tp_sapi_module.shutdown) {
@@ -346,6 +438,7 @@ tp_thread *tp_thread_start(int worker_id)
     /* Allocates this thread's executor, compiler, SAPI and extension globals. */
     (void)ts_resource(0);
     current_worker_id = worker_id;
+    disable_opcache_reset();
 
     tp_thread *thread = calloc(1, sizeof(*thread));
     if (!thread) {
@@ -471,6 +564,7 @@ tp_outcome tp_execute(const tp_request *request)
     tp_outcome outcome = TP_OUTCOME_OK;
 
     current_request = request;
+    current_finished = false;
     fill_request_info(request);
     set_running_request(request->request_seq);
 

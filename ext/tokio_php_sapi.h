@@ -41,6 +41,7 @@ typedef struct tp_request {
     int proto_num;         /* 1000 = HTTP/1.0, 1001 = HTTP/1.1, 2000 = HTTP/2 */
     double request_time;   /* arrival time, seconds since the Unix epoch */
     uint64_t request_seq;  /* non-zero, unique per request on its thread: tp_interrupt's target */
+    char *request_id;      /* C-string: what tokio_request_id() returns (may be empty) */
     const tp_server_var *server_vars;
     size_t server_vars_len;
     void *ctx;             /* opaque host pointer handed back to every callback */
@@ -65,6 +66,8 @@ typedef struct tp_host_callbacks {
     bool (*heartbeat)(void *ctx, int64_t seconds);
     /* A request reached a phase (see tp_phase), for timings. */
     void (*phase)(void *ctx, int phase);
+    /* tokio_finish_request(): complete the response now; later output is discarded. */
+    void (*finish)(void *ctx);
 } tp_host_callbacks;
 
 /* Phases reported through tp_host_callbacks.phase. */
@@ -117,6 +120,17 @@ bool tp_interrupt(tp_thread *thread, uint64_t request_seq);
 
 /* Runs one request on the calling worker thread, from request startup to request shutdown. */
 tp_outcome tp_execute(const tp_request *request);
+
+/* What tokio_server_info() reports; the shim keeps copies of the strings. */
+typedef struct tp_server_info {
+    const char *version;   /* tokio_php's version */
+    const char *build;     /* version + git hash */
+    int64_t workers;
+    int64_t queue_capacity;
+} tp_server_info;
+
+/* Sets what tokio_server_info() returns. Call before requests run. */
+void tp_set_server_info(const tp_server_info *info);
 
 /* The PHP version this binary runs, e.g. "8.2.32". */
 const char *tp_php_version(void);

@@ -185,6 +185,12 @@ pub struct Config {
     )]
     pub otel_service_name: String,
 
+    /// A php.ini file to load instead of PHP's compiled-in search path; empty = PHP's default
+    /// (`php --ini` of the same build shows it). Directives can also be set one by one with
+    /// `PHP_INI_<DIRECTIVE>` variables (see [`Config::php_ini_overrides`]).
+    #[arg(long, env = "PHP_INI", value_name = "PHP_INI", default_value = "")]
+    pub php_ini: String,
+
     /// Address of the internal server (`/health`, `/metrics`, `/config`); empty = off.
     #[arg(long, env = "INTERNAL_ADDR", value_name = "INTERNAL_ADDR", default_value = "", value_parser = parse_optional_addr)]
     pub internal_addr: ::std::option::Option<SocketAddr>,
@@ -239,6 +245,9 @@ impl Config {
                 self.error_pages_dir
             ));
         }
+        if !self.php_ini.is_empty() && !Path::new(&self.php_ini).is_file() {
+            return Err(format!("PHP_INI={} is not a file", self.php_ini));
+        }
         if self.tls_cert.is_empty() != self.tls_key.is_empty() {
             return Err("TLS_CERT and TLS_KEY must be set together".into());
         }
@@ -246,6 +255,14 @@ impl Config {
             return Err("HEADER_READ_TIMEOUT must be greater than 0".into());
         }
         Ok(())
+    }
+
+    /// php.ini directives from `PHP_INI_<DIRECTIVE>=value` environment variables: the name is
+    /// lowercased and `__` stands for `.`, so `PHP_INI_MEMORY_LIMIT=256M` sets `memory_limit` and
+    /// `PHP_INI_SESSION__SAVE_PATH=/var/lib/php/sessions` sets `session.save_path`. They are
+    /// applied after php.ini, so they win. Sorted by name, for a stable order.
+    pub fn php_ini_overrides() -> Vec<(String, String)> {
+        php_ini_overrides_from(std::env::vars())
     }
 
     /// The worker pool settings.
@@ -303,6 +320,22 @@ fn variable_of(error: &clap::Error) -> Option<String> {
         .find(|a| a.get_long() == Some(long))
         .and_then(|a| a.get_env())
         .map(|env| env.to_string_lossy().into_owned())
+}
+
+/// See [`Config::php_ini_overrides`].
+pub fn php_ini_overrides_from(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Vec<(String, String)> {
+    let mut overrides: Vec<(String, String)> = vars
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let directive = name.strip_prefix("PHP_INI_")?;
+            (!directive.is_empty())
+                .then(|| (directive.to_ascii_lowercase().replace("__", "."), value))
+        })
+        .collect();
+    overrides.sort();
+    overrides
 }
 
 /// A socket address, or empty for none.
@@ -456,6 +489,26 @@ mod tests {
         );
         assert!(parse_cache_ttl("1x").is_err());
         assert!(parse_cache_ttl("d").is_err());
+    }
+
+    #[test]
+    fn php_ini_overrides_map_names() {
+        let vars = [
+            ("PHP_INI_MEMORY_LIMIT", "256M"),
+            ("PHP_INI_SESSION__SAVE_PATH", "/tmp/s"),
+            ("PHP_INI_OPCACHE__JIT_BUFFER_SIZE", "32M"),
+            ("PHP_INI", "/etc/php.ini"),
+            ("OTHER", "x"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let overrides = php_ini_overrides_from(vars);
+        let expected = [
+            ("memory_limit", "256M"),
+            ("opcache.jit_buffer_size", "32M"),
+            ("session.save_path", "/tmp/s"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        assert_eq!(overrides, expected);
     }
 
     #[test]

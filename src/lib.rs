@@ -36,6 +36,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// `SERVER_SOFTWARE` and the `Server` identity of this build.
 pub const SERVER_SOFTWARE: &str = concat!("tokio_php/", env!("CARGO_PKG_VERSION"));
 
+/// The version and git commit of this build, e.g. `0.1.0 (3f2a9c1d0b7e)`.
+pub const BUILD: &str = env!("TOKIO_PHP_BUILD");
+
 /// `SERVER_PROTOCOL` spelling of an HTTP version (`HTTP/1.1`, `HTTP/2.0`, …).
 pub(crate) fn server_protocol(version: http::Version) -> &'static str {
     match version {

@@ -56,7 +56,11 @@ fn run(config: &Config) -> Result<(), String> {
     // PHP first, while this is the only thread: module startup (OPcache preload) may fork.
     let runtime = PhpRuntime::start(PhpRuntimeConfig {
         thread_hint: pool_config.effective_workers(),
-        ..PhpRuntimeConfig::default()
+        ini: Config::php_ini_overrides(),
+        php_ini_path: Some(config.php_ini.clone())
+            .filter(|p| !p.is_empty())
+            .map(Into::into),
+        ignore_php_ini: false,
     })
     .map_err(|e| format!("starting PHP: {e}"))?;
     let pool = PhpPool::start(pool_config).map_err(|e| format!("starting PHP workers: {e}"))?;

@@ -204,6 +204,7 @@ impl PhpPool {
             fatal_errors: Arc::default(),
             workers,
         });
+        super::runtime::set_server_info(workers, queue_capacity);
         for id in 0..workers {
             spawn_worker(id, shared.clone())?;
         }

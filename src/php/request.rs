@@ -9,6 +9,7 @@ use http::{header, HeaderMap, Version};
 use super::body::RequestBody;
 use super::ffi;
 use super::script::{filename_bytes, Script};
+use crate::layer::RequestId;
 use crate::{server_protocol, ConnInfo};
 
 /// Extra `$_SERVER` entries, set by layers through request extensions (as nginx's
@@ -60,6 +61,7 @@ pub(crate) struct PhpRequest {
     authorization: Option<CString>,
     proto_num: i32,
     request_time: f64,
+    request_id: CString,
     server_vars: VarBuffer,
     pub(crate) body: RequestBody,
 }
@@ -127,6 +129,12 @@ impl PhpRequest {
                 .transpose()?,
             proto_num: proto_num(parts.version),
             request_time,
+            request_id: c_string(
+                parts
+                    .extensions
+                    .get::<RequestId>()
+                    .map_or("", |id| id.as_str()),
+            )?,
             server_vars: vars,
             body,
         })
@@ -154,6 +162,7 @@ impl PhpRequest {
             proto_num: self.proto_num,
             request_time: self.request_time,
             request_seq,
+            request_id: self.request_id.as_ptr().cast_mut(),
             server_vars: entries.as_ptr(),
             server_vars_len: entries.len(),
             ctx,
@@ -255,6 +264,7 @@ fn add_cgi_vars(
         );
     }
     vars.add("REDIRECT_STATUS", "200");
+    vars.add("TOKIO_SERVER_BUILD_VERSION", crate::BUILD);
     if let Some(host) = host {
         if !parts.headers.contains_key(header::HOST) {
             // HTTP/2 carries the host in :authority, which never appears as a header.

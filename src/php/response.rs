@@ -381,10 +381,18 @@ impl Exchange {
         !self.client_gone && self.send(false)
     }
 
-    /// The script ended: completes the response.
+    /// `tokio_finish_request()`: completes the response now with what was written; PHP discards
+    /// later output itself.
+    pub(crate) fn finish_early(&mut self) {
+        if !self.client_gone && (self.reply.is_some() || self.stream.is_some()) {
+            self.send(true);
+        }
+    }
+
+    /// The script ended: completes the response (unless `finish_early` already did).
     pub(crate) fn finish(mut self) {
         self.clock.finished = Some(Instant::now());
-        if !self.client_gone {
+        if !self.client_gone && (self.reply.is_some() || self.stream.is_some()) {
             self.send(true);
         }
     }

@@ -109,6 +109,20 @@ pub fn version() -> &'static str {
         .unwrap_or("unknown")
 }
 
+/// Sets what `tokio_server_info()` reports.
+pub(crate) fn set_server_info(workers: usize, queue_capacity: usize) {
+    let version = CString::new(env!("CARGO_PKG_VERSION")).unwrap_or_default();
+    let build = CString::new(crate::BUILD).unwrap_or_default();
+    let info = ffi::tp_server_info {
+        version: version.as_ptr(),
+        build: build.as_ptr(),
+        workers: i64::try_from(workers).unwrap_or(i64::MAX),
+        queue_capacity: i64::try_from(queue_capacity).unwrap_or(i64::MAX),
+    };
+    // SAFETY: the shim copies the strings; called before this pool's workers run requests.
+    unsafe { ffi::tp_set_server_info(&info) };
+}
+
 /// Whether PHP has per-thread execution timers (`max_execution_time` is safe on worker threads).
 pub fn has_thread_timers() -> bool {
     // SAFETY: reads a compile-time constant.
@@ -139,6 +153,7 @@ const HOST_CALLBACKS: ffi::tp_host_callbacks = ffi::tp_host_callbacks {
     log: Some(host_log),
     heartbeat: Some(host_heartbeat),
     phase: Some(host_phase),
+    finish: Some(host_finish),
 };
 
 /// # Safety
@@ -208,6 +223,11 @@ unsafe extern "C" fn host_heartbeat(ctx: *mut c_void, seconds: i64) -> bool {
 unsafe extern "C" fn host_phase(ctx: *mut c_void, phase: c_int) {
     // SAFETY: the shim passes the running request's ctx.
     unsafe { exchange(ctx).phase(phase) }
+}
+
+unsafe extern "C" fn host_finish(ctx: *mut c_void) {
+    // SAFETY: the shim passes the running request's ctx.
+    unsafe { exchange(ctx).finish_early() }
 }
 
 unsafe extern "C" fn host_log(ctx: *mut c_void, msg: *const c_char, len: usize, level: c_int) {

@@ -25,7 +25,8 @@ pub fn php_runtime() -> &'static PhpRuntime {
     static RUNTIME: OnceLock<PhpRuntime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         PhpRuntime::start(PhpRuntimeConfig {
-            ignore_php_ini: false,
+            // Fixtures may be younger than OPcache's default 2 s protection window.
+            ini: vec![("opcache.file_update_protection".into(), "0".into())],
             ..PhpRuntimeConfig::default()
         })
         .expect("PHP starts")
