@@ -3,24 +3,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use common::process::{binary, Server};
 use common::{text, Proto, BOTH};
 use http::StatusCode;
-
-fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tokio_php"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("DOCUMENT_ROOT", common::fixtures_root())
-        .env("PHP_WORKERS", "2");
-    command
-}
 
 /// Runs the binary expecting it to refuse to start; returns its stderr.
 fn startup_error(variable: &str, value: &str) -> String {
@@ -92,107 +80,6 @@ fn unusable_tls_files_stop_startup_naming_the_file() {
         assert!(!output.status.success(), "no fallback to plain HTTP");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{stderr}");
-    }
-}
-
-/// A running server process, killed on drop.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    internal: Option<SocketAddr>,
-    logs: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
-}
-
-impl Server {
-    fn start(command: &mut Command) -> Server {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let collected = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let log: serde_json::Value =
-                    serde_json::from_str(&line).expect("log lines are JSON");
-                if let Some(addr) = log["data"]["local_addr"].as_str() {
-                    let _ = tx.send((
-                        log["data"]["server"].as_str().unwrap_or("").to_string(),
-                        addr.to_string(),
-                    ));
-                }
-                collected.lock().unwrap().push(log);
-            }
-        });
-        let mut addrs = std::collections::HashMap::new();
-        while !addrs.contains_key("http") {
-            let (server, addr) = rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("the server logs its address");
-            addrs.insert(server, addr.parse::<SocketAddr>().unwrap());
-        }
-        let addr = addrs["http"];
-        let wants_internal = command
-            .get_envs()
-            .any(|(k, v)| k == "INTERNAL_ADDR" && v.is_some_and(|v| !v.is_empty()));
-        while wants_internal && !addrs.contains_key("internal") {
-            let (server, addr) = rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("the internal server logs its address");
-            addrs.insert(server, addr.parse::<SocketAddr>().unwrap());
-        }
-        let internal = addrs.get("internal").copied();
-        Server {
-            child,
-            addr,
-            internal,
-            logs,
-        }
-    }
-
-    /// Waits (bounded) until `count` log lines of `log_type` were written; returns them.
-    fn wait_for_logs(&self, log_type: &str, count: usize) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let lines: Vec<_> = self
-                .logs
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|l| l["type"] == log_type)
-                .cloned()
-                .collect();
-            if lines.len() >= count || Instant::now() > deadline {
-                return lines;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        // SIGTERM through the kill command: no unsafe libc call in tests.
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the server exits after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

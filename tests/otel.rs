@@ -5,13 +5,12 @@
 mod common;
 
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::process::{binary, Server};
 use common::Proto;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -93,65 +92,14 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(otlp_endpoint: &str) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tokio_php"))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("LISTEN_ADDR", "127.0.0.1:0")
-            .env("DOCUMENT_ROOT", common::fixtures_root())
+fn start(otlp_endpoint: &str) -> Server {
+    Server::start(
+        binary()
             .env("PHP_WORKERS", "1")
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_endpoint)
             .env("OTEL_SERVICE_NAME", "tokio-php-under-test")
-            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let log: serde_json::Value = serde_json::from_str(&line).unwrap();
-                if log["data"]["server"] == "http" {
-                    let _ = tx.send(log["data"]["local_addr"].as_str().unwrap().to_string());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap()
-            .parse()
-            .unwrap();
-        Server { child, addr }
-    }
-
-    fn stop(mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the server exits after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    )
 }
 
 async fn get(server: &Server, path: &str, traceparent: Option<&str>) -> Response<Bytes> {
@@ -181,7 +129,7 @@ async fn wait_for_spans(received: &Received, count: usize) -> Vec<(String, Span)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_export_server_and_php_spans_with_the_traceparent_ids() {
     let (collector, received) = otlp_receiver().await;
-    let server = Server::start(&format!("http://{collector}"));
+    let server = start(&format!("http://{collector}"));
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let caller_span = "b7ad6b7169203331";
     let response = get(
@@ -249,7 +197,7 @@ async fn requests_export_server_and_php_spans_with_the_traceparent_ids() {
     assert!(script_us >= 30_000, "the script slept 30 ms: {script_us}");
     assert!(attribute(php_span, "php.queue_us").is_some());
     assert!(php_span.end_time_unix_nano > php_span.start_time_unix_nano);
-    assert!(server.stop().success());
+    assert!(server.terminate().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,13 +216,13 @@ async fn a_missing_or_stalled_collector_never_holds_requests_up() {
         }
     });
     for collector in [gone, stalled_addr] {
-        let server = Server::start(&format!("http://{collector}"));
+        let server = start(&format!("http://{collector}"));
         for _ in 0..50 {
             let response = get(&server, "/index.php", None).await;
             assert_eq!(response.status(), StatusCode::OK, "collector {collector}");
         }
         assert!(
-            server.stop().success(),
+            server.terminate().success(),
             "shutdown with an unreachable collector still exits cleanly"
         );
     }

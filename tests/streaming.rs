@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Proto, TestServer, BOTH};
 use http::{Request, StatusCode};
@@ -128,4 +128,69 @@ async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
         server.get(Proto::Http1, "/index.php").await.status(),
         StatusCode::OK
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_sent_events_arrive_in_order_as_the_script_sleeps() {
+    let server = TestServer::with_workers(1).await;
+    for proto in BOTH {
+        let (response, _driver) = open(server.addr, proto, "/events.php").await;
+        assert!(response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"));
+        let mut body = response.into_body();
+        let mut events = Vec::new();
+        let mut buffered = String::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.unwrap().into_data() else {
+                continue;
+            };
+            buffered.push_str(std::str::from_utf8(&data).unwrap());
+            while let Some(end) = buffered.find("\n\n") {
+                let event: String = buffered.drain(..end + 2).collect();
+                events.push((event, Instant::now()));
+            }
+        }
+        let ids: Vec<_> = events
+            .iter()
+            .map(|(e, _)| e.lines().next().unwrap().to_string())
+            .collect();
+        assert_eq!(ids, ["id: 1", "id: 2", "id: 3"], "{proto:?}");
+        for pair in events.windows(2) {
+            let gap = pair[1].1 - pair[0].1;
+            // The script sleeps 300 ms between events: each must arrive on its own, not batched.
+            assert!(
+                gap >= Duration::from_millis(200),
+                "{proto:?}: events {gap:?} apart"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignore_user_abort_scripts_run_on_and_see_the_abort() {
+    let server = TestServer::with_workers(1).await;
+    for proto in BOTH {
+        let token = format!("a{}{:?}", std::process::id(), proto).to_lowercase();
+        let marker = std::env::temp_dir().join(format!("tokio_php_abort_{token}"));
+        let _ = std::fs::remove_file(&marker);
+        let (response, driver) =
+            open(server.addr, proto, &format!("/abort.php?token={token}")).await;
+        let mut body = response.into_body();
+        body.frame().await.unwrap().unwrap();
+        drop(body);
+        driver.abort();
+        server
+            .wait_for("the script to finish", |s| s.busy_workers == 0)
+            .await;
+        let result: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&marker).unwrap()).unwrap();
+        assert_eq!(result["loops"], 100, "{proto:?}: the script ran to its end");
+        assert_eq!(
+            result["aborted"], 1,
+            "{proto:?}: connection_aborted() saw the client leave"
+        );
+        std::fs::remove_file(&marker).unwrap();
+    }
 }

@@ -2,6 +2,8 @@
 //! ephemeral loopback ports, and real HTTP/1.1 and h2c clients.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
