@@ -19,6 +19,8 @@
 #include "ext/standard/head.h"
 #include "ext/standard/info.h"
 #include "zend_exceptions.h"
+#include "zend_ini.h"
+#include "zend_ini_scanner.h"
 
 #if !defined(ZTS)
 #error "tokio_php needs a thread-safe (ZTS) PHP build"
@@ -189,6 +191,34 @@ static zend_module_entry tokio_php_module = {
 static int tp_sapi_startup(sapi_module_struct *module)
 {
     return php_module_startup(module, &tokio_php_module);
+}
+
+/* One directive of a request's php.ini text, set for this request at the per-directory level
+ * (as .user.ini or php_value would): scripts can still ini_set() it, system-only directives
+ * are refused. */
+static void request_ini_entry(zval *name, zval *value, zval *unused, int callback_type, void *arg)
+{
+    (void)unused;
+    (void)arg;
+    if (callback_type != ZEND_INI_PARSER_ENTRY || !name || !value || Z_TYPE_P(value) != IS_STRING) {
+        return;
+    }
+    if (zend_alter_ini_entry_chars(Z_STR_P(name), Z_STRVAL_P(value), Z_STRLEN_P(value), PHP_INI_PERDIR, PHP_INI_STAGE_ACTIVATE) == FAILURE) {
+        char message[512];
+        snprintf(message, sizeof(message), "tokio_php: cannot set ini directive %s for this request", Z_STRVAL_P(name));
+        host.log(current_ctx(), message, strlen(message), 4 /* LOG_WARNING */);
+    }
+}
+
+/* Per-request php.ini text, applied as php-fpm applies PHP_VALUE: parsed by PHP's ini parser
+ * (constants and expressions work) before request startup, so it also governs how the request
+ * itself is read (post_max_size, enable_post_data_reading, variables_order, ...). The engine
+ * records every change and restores it when the request ends. */
+static void apply_request_ini(const tp_request *request)
+{
+    if (request->ini && request->ini[0]) {
+        zend_parse_ini_string(request->ini, 1, ZEND_INI_SCANNER_NORMAL, request_ini_entry, NULL);
+    }
 }
 
 /* sapi_activate() resets proto_num to 1000 before calling this; set the real protocol here so
@@ -569,6 +599,7 @@ tp_outcome tp_execute(const tp_request *request)
     set_running_request(request->request_seq);
 
     zend_try {
+        apply_request_ini(request);
         if (php_request_startup() == SUCCESS) {
             host.phase(request->ctx, TP_PHASE_STARTED);
             execute_primary_script(request->script_filename);

@@ -42,6 +42,7 @@ typedef struct tp_request {
     double request_time;   /* arrival time, seconds since the Unix epoch */
     uint64_t request_seq;  /* non-zero, unique per request on its thread: tp_interrupt's target */
     char *request_id;      /* C-string: what tokio_request_id() returns (may be empty) */
+    char *ini;             /* C-string of php.ini lines for this request only, or NULL (php-fpm's PHP_VALUE) */
     const tp_server_var *server_vars;
     size_t server_vars_len;
     void *ctx;             /* opaque host pointer handed back to every callback */

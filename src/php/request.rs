@@ -41,6 +41,58 @@ impl ServerVars {
     }
 }
 
+/// php.ini directives for one request only, set through request extensions — what php-fpm's
+/// `PHP_VALUE` FastCGI parameter does. Values are php.ini syntax (constants such as `E_ALL` and
+/// expressions work; quote values containing `;`). They apply before PHP starts the request, so
+/// they also govern how it is read (`post_max_size`, `enable_post_data_reading`, …), and are
+/// restored when it ends. They act at the per-directory level, like `.user.ini` or
+/// `php_value`: system-only directives are refused, and scripts may still `ini_set()` them.
+///
+/// ```
+/// use tokio_php::php::PhpIni;
+///
+/// let mut request = http::Request::new(());
+/// request
+///     .extensions_mut()
+///     .get_or_insert_default::<PhpIni>()
+///     .insert("memory_limit", "256M");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PhpIni {
+    entries: Vec<(String, String)>,
+}
+
+impl PhpIni {
+    /// Sets `name = value` for this request.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.entries.push((name.into(), value.into()));
+    }
+
+    /// The directives, in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// php.ini lines; entries whose name or value spans lines are left out.
+    fn to_ini_text(&self) -> String {
+        let mut text = String::new();
+        for (name, value) in self.iter() {
+            if name.contains(['\n', '\r', '=']) || value.contains(['\n', '\r']) {
+                tracing::warn!(
+                    name,
+                    "ignoring a per-request ini directive that spans lines"
+                );
+                continue;
+            }
+            text.push_str(name);
+            text.push('=');
+            text.push_str(value);
+            text.push('\n');
+        }
+        text
+    }
+}
+
 /// Server-wide values that appear in every request's `$_SERVER`.
 #[derive(Debug, Clone)]
 pub(crate) struct ServerIdentity {
@@ -63,6 +115,7 @@ pub(crate) struct PhpRequest {
     request_time: f64,
     request_id: CString,
     server_vars: VarBuffer,
+    ini: Option<CString>,
     pub(crate) body: RequestBody,
 }
 
@@ -116,6 +169,12 @@ impl PhpRequest {
             }
         }
 
+        let ini = parts
+            .extensions
+            .get::<PhpIni>()
+            .map(|entries| c_string(entries.to_ini_text()))
+            .transpose()?;
+
         Ok(PhpRequest {
             method: c_string(parts.method.as_str())?,
             request_uri: c_string(request_uri.as_str())?,
@@ -136,6 +195,7 @@ impl PhpRequest {
                     .map_or("", |id| id.as_str()),
             )?,
             server_vars: vars,
+            ini,
             body,
         })
     }
@@ -163,6 +223,7 @@ impl PhpRequest {
             request_time: self.request_time,
             request_seq,
             request_id: self.request_id.as_ptr().cast_mut(),
+            ini: optional_ptr(&self.ini),
             server_vars: entries.as_ptr(),
             server_vars_len: entries.len(),
             ctx,
@@ -183,18 +244,16 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// HTTP/2 may split cookies over several fields; PHP expects one `; `-joined string.
-fn joined_cookies(headers: &HeaderMap) -> Option<String> {
-    let mut values = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok());
-    let first = values.next()?;
-    Some(values.fold(first.to_string(), |mut all, v| {
-        all.push_str("; ");
-        all.push_str(v);
-        all
-    }))
+/// HTTP/2 may split cookies over several fields; PHP expects one `; `-joined string. Bytes, not
+/// text: cookie values may carry non-ASCII bytes, which PHP passes on as they are.
+fn joined_cookies(headers: &HeaderMap) -> Option<Vec<u8>> {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let mut joined = values.next()?.as_bytes().to_vec();
+    for value in values {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(value.as_bytes());
+    }
+    Some(joined)
 }
 
 fn proto_num(version: Version) -> i32 {
@@ -289,7 +348,7 @@ fn strip_port(host: &str) -> &str {
 
 /// Every request header as `HTTP_*`. Names containing `_` are dropped (as nginx does), so a
 /// client cannot forge e.g. `HTTP_X_FORWARDED_FOR` through `X_Forwarded_For`.
-fn add_header_vars(vars: &mut VarBuffer, headers: &HeaderMap, cookie: Option<&str>) {
+fn add_header_vars(vars: &mut VarBuffer, headers: &HeaderMap, cookie: Option<&[u8]>) {
     let mut key = String::with_capacity(64);
     for name in headers.keys() {
         let name = name.as_str();
@@ -303,7 +362,7 @@ fn add_header_vars(vars: &mut VarBuffer, headers: &HeaderMap, cookie: Option<&st
             c => c.to_ascii_uppercase(),
         }));
         if name == "cookie" {
-            vars.add(&key, cookie.unwrap_or(""));
+            vars.add_bytes(&key, cookie.unwrap_or(b""));
             continue;
         }
         let mut values = headers.get_all(name).iter();
