@@ -306,6 +306,13 @@ static void tp_sapi_register_variables(zval *track_vars_array)
     if (!current_request) {
         return;
     }
+    /* nginx's $remote_user: the Basic-auth user PHP parsed from Authorization, else empty. */
+    const char *remote_user = SG(request_info).auth_user ? SG(request_info).auth_user : "";
+    char *user = (char *)remote_user;
+    size_t user_len = strlen(remote_user);
+    if (sapi_module.input_filter(PARSE_SERVER, "REMOTE_USER", &user, user_len, &user_len)) {
+        php_register_variable_safe("REMOTE_USER", user, user_len, track_vars_array);
+    }
     for (size_t i = 0; i < current_request->server_vars_len; i++) {
         const tp_server_var *var = &current_request->server_vars[i];
         char *value = (char *)var->value.ptr;

@@ -10,8 +10,9 @@ PACKAGES=(
   libclang-dev
   # libraries behind the PHP extensions real apps expect
   libxml2-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev zlib1g-dev libonig-dev
-  # promtool (in Debian's prometheus package) validates /metrics in the tests; openssl makes dev certs
-  prometheus openssl
+  # test peers: promtool (Debian's prometheus package) validates /metrics, nginx + php-fpm are
+  # the reference the differential test compares with; openssl makes dev certificates
+  prometheus nginx php8.2-fpm openssl
 )
 
 missing=()

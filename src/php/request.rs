@@ -315,13 +315,8 @@ fn add_cgi_vars(
     vars.add("SCRIPT_NAME", &script.script_name);
     vars.add("SCRIPT_FILENAME", &script_filename);
     vars.add("PHP_SELF", &document_uri);
-    if !script.path_info.is_empty() {
-        vars.add("PATH_INFO", &script.path_info);
-        vars.add(
-            "PATH_TRANSLATED",
-            &format!("{}{}", identity.document_root, script.path_info),
-        );
-    }
+    // Always present (empty without one), as nginx's usual `fastcgi_param PATH_INFO` gives it.
+    vars.add("PATH_INFO", &script.path_info);
     vars.add("REDIRECT_STATUS", "200");
     vars.add("TOKIO_SERVER_BUILD_VERSION", crate::BUILD);
     if let Some(host) = host {
