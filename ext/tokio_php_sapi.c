@@ -362,29 +362,24 @@ static void tp_sapi_ini_defaults(HashTable *configuration_hash)
     TP_INI_DEFAULT("implicit_flush", "0");
 }
 
-/* The name "cli-server" is on OPcache's SAPI allow-list (see docs/php.md for its side effects). */
+/* The name "cli-server" is on OPcache's SAPI allow-list (see docs/php.md for its side effects).
+ * Designated initializers, not positional ones: the struct gains fields across PHP versions. */
 static sapi_module_struct tp_sapi_module = {
-    "cli-server",                  /* name */
-    "tokio_php",                   /* pretty name */
-    tp_sapi_startup,               /* startup */
-    php_module_shutdown_wrapper,   /* shutdown */
-    tp_sapi_activate,              /* activate */
-    tp_sapi_deactivate,            /* deactivate */
-    tp_sapi_ub_write,              /* unbuffered write */
-    tp_sapi_flush,                 /* flush */
-    NULL,                          /* get uid */
-    NULL,                          /* getenv */
-    php_error,                     /* error handler */
-    NULL,                          /* header handler */
-    tp_sapi_send_headers,          /* send headers handler */
-    NULL,                          /* send header handler */
-    tp_sapi_read_post,             /* read POST data */
-    tp_sapi_read_cookies,          /* read Cookies */
-    tp_sapi_register_variables,    /* register server variables */
-    tp_sapi_log_message,           /* log message */
-    tp_sapi_get_request_time,      /* request time */
-    NULL,                          /* terminate process */
-    STANDARD_SAPI_MODULE_PROPERTIES
+    .name = "cli-server",
+    .pretty_name = "tokio_php",
+    .startup = tp_sapi_startup,
+    .shutdown = php_module_shutdown_wrapper,
+    .activate = tp_sapi_activate,
+    .deactivate = tp_sapi_deactivate,
+    .ub_write = tp_sapi_ub_write,
+    .flush = tp_sapi_flush,
+    .sapi_error = php_error,
+    .send_headers = tp_sapi_send_headers,
+    .read_post = tp_sapi_read_post,
+    .read_cookies = tp_sapi_read_cookies,
+    .register_server_variables = tp_sapi_register_variables,
+    .log_message = tp_sapi_log_message,
+    .get_request_time = tp_sapi_get_request_time,
 };
 
 /* ---- Process lifecycle --------------------------------------------------------------------- */
