@@ -51,7 +51,7 @@ fn workers_of(responses: &[http::Response<Bytes>]) -> BTreeSet<String> {
 
 /// Every worker answers a good request correctly, with no state left from before.
 async fn assert_every_worker_healthy(server: &TestServer, proto: Proto) {
-    let responses = one_per_worker(server, proto, "/slow.php?ms=400").await;
+    let responses = one_per_worker(server, proto, "/slow.php?ms=800").await;
     let mut seen = BTreeSet::new();
     for response in &responses {
         assert_eq!(response.status(), StatusCode::OK);
@@ -78,7 +78,7 @@ async fn server() -> TestServer {
 async fn fatal_errors_answer_500_and_every_worker_recovers() {
     let server = server().await;
     for proto in BOTH {
-        let responses = one_per_worker(&server, proto, "/fatal.php?ms=400").await;
+        let responses = one_per_worker(&server, proto, "/fatal.php?ms=800").await;
         for response in &responses {
             assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
             assert!(
@@ -99,7 +99,7 @@ async fn fatal_errors_answer_500_and_every_worker_recovers() {
 async fn uncaught_exceptions_answer_500_and_every_worker_recovers() {
     let server = server().await;
     for proto in BOTH {
-        let responses = one_per_worker(&server, proto, "/exception.php?ms=400").await;
+        let responses = one_per_worker(&server, proto, "/exception.php?ms=800").await;
         for response in &responses {
             assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         }
@@ -112,13 +112,13 @@ async fn uncaught_exceptions_answer_500_and_every_worker_recovers() {
 async fn exit_and_die_send_the_output_so_far() {
     let server = server().await;
     for proto in BOTH {
-        let responses = one_per_worker(&server, proto, "/exit.php?ms=400").await;
+        let responses = one_per_worker(&server, proto, "/exit.php?ms=800").await;
         for response in &responses {
             assert_eq!(response.status(), StatusCode::OK);
             assert_eq!(text(response), "before exit");
         }
         assert_eq!(workers_of(&responses).len(), WORKERS);
-        let responses = one_per_worker(&server, proto, "/die.php?ms=400").await;
+        let responses = one_per_worker(&server, proto, "/die.php?ms=800").await;
         for response in &responses {
             assert_eq!(text(response), "died here");
         }
@@ -131,7 +131,7 @@ async fn exit_and_die_send_the_output_so_far() {
 async fn exceeding_memory_limit_answers_500_and_every_worker_recovers() {
     let server = server().await;
     for proto in BOTH {
-        let responses = one_per_worker(&server, proto, "/memory.php?ms=400").await;
+        let responses = one_per_worker(&server, proto, "/memory.php?ms=800").await;
         for response in &responses {
             assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         }
@@ -196,7 +196,7 @@ async fn a_full_queue_answers_503_at_once_and_recovers() {
     .await;
     for proto in BOTH {
         let addr = server.addr;
-        let running = tokio::spawn(async move { send_get(addr, proto, "/slow.php?ms=1500").await });
+        let running = tokio::spawn(async move { send_get(addr, proto, "/slow.php?ms=3000").await });
         server
             .wait_for("the worker to be busy", |s| s.busy_workers == 1)
             .await;
