@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
@@ -48,7 +48,16 @@ struct Inner {
     rate_limited: Counter,
     timed_out: Counter,
     dropped: AtomicU64,
+    /// `tokio_php_requests_total{method}`, registered once per method label.
+    by_method: [Counter; METHOD_LABELS.len()],
+    /// `tokio_php_responses_total{status}`, registered on first use of each status.
+    by_status: Box<[OnceLock<Counter>]>,
 }
+
+/// The method labels ([`method_label`]), in a fixed order.
+const METHOD_LABELS: [&str; 8] = [
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "OTHER",
+];
 
 impl fmt::Debug for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -193,7 +202,16 @@ impl Metrics {
         let handle = recorder.handle();
         let counter =
             |name: &'static str| recorder.register_counter(&Key::from_static_name(name), &METADATA);
+        let by_method = METHOD_LABELS.map(|method| {
+            let key = Key::from_parts(
+                "tokio_php_requests_total",
+                vec![Label::new("method", method)],
+            );
+            recorder.register_counter(&key, &METADATA)
+        });
         let inner = Inner {
+            by_method,
+            by_status: (0..1000).map(|_| OnceLock::new()).collect(),
             duration: recorder.register_histogram(&Key::from_static_name(DURATION), &METADATA),
             rate_limited: counter("tokio_php_rate_limited_requests_total"),
             timed_out: counter("tokio_php_timed_out_requests_total"),
@@ -220,14 +238,8 @@ impl Metrics {
             Ordering::Relaxed,
         );
         inner.duration.record(elapsed.as_secs_f64());
-        self.labelled_counter("tokio_php_requests_total", "method", method_label(method))
-            .increment(1);
-        self.labelled_counter(
-            "tokio_php_responses_total",
-            "status",
-            status.as_str().to_string(),
-        )
-        .increment(1);
+        inner.by_method[method_index(method)].increment(1);
+        self.status_counter(status).increment(1);
         if generated {
             match status {
                 StatusCode::TOO_MANY_REQUESTS => inner.rate_limited.increment(1),
@@ -245,14 +257,14 @@ impl Metrics {
         self.inner.requests.load(Ordering::Relaxed)
     }
 
-    fn labelled_counter(
-        &self,
-        name: &'static str,
-        label: &'static str,
-        value: impl Into<SharedString>,
-    ) -> Counter {
-        let key = Key::from_parts(name, vec![Label::new(label, value.into())]);
-        self.inner.recorder.register_counter(&key, &METADATA)
+    fn status_counter(&self, status: StatusCode) -> &Counter {
+        self.inner.by_status[usize::from(status.as_u16()) % 1000].get_or_init(|| {
+            let key = Key::from_parts(
+                "tokio_php_responses_total",
+                vec![Label::new("status", status.as_str().to_string())],
+            );
+            self.inner.recorder.register_counter(&key, &METADATA)
+        })
     }
 
     fn gauge(&self, name: &'static str) -> Gauge {
@@ -334,17 +346,18 @@ impl Metrics {
     }
 }
 
-/// Methods as labels; anything unusual is `OTHER`, so clients cannot grow the label set.
-fn method_label(method: &Method) -> &'static str {
+/// The method's place in [`METHOD_LABELS`]; anything unusual is `OTHER`, so clients cannot grow
+/// the label set.
+fn method_index(method: &Method) -> usize {
     match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "OTHER",
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::PUT => 2,
+        Method::PATCH => 3,
+        Method::DELETE => 4,
+        Method::HEAD => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
     }
 }
 

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use common::{Proto, TestServer};
-use tokio_php::php::{DocumentRoot, PoolConfig};
+use tokio_php::php::PoolConfig;
 use tokio_php::server::{self, InternalState, ServeConfig};
 use tokio_php::stack::{self, StackConfig};
 use tokio_php::telemetry::Metrics;
@@ -60,16 +60,8 @@ async fn metrics_cover_php_traffic_and_pass_promtool() {
         serve_config,
         move |pool| {
             let config = StackConfig {
-                document_root: Some(DocumentRoot::new(common::fixtures_root()).unwrap()),
-                request_timeout: None,
-                rate_limit: None,
-                static_cache_ttl: None,
-                index_file: None,
-                error_pages: None,
-                profile: false,
-                access_log: false,
                 metrics: stack_metrics,
-                otel: None,
+                ..common::stack_config()
             };
             stack::build(&config, TestServer::php_service(pool)).unwrap()
         },

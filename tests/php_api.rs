@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::{json, Proto, TestServer, BOTH};
 use http::StatusCode;
-use tokio_php::php::{DocumentRoot, PoolConfig};
-use tokio_php::stack::{self, StackConfig};
-use tokio_php::telemetry::Metrics;
+use tokio_php::php::PoolConfig;
+use tokio_php::stack;
 
 async fn server(workers: usize) -> TestServer {
     TestServer::serve(
@@ -17,21 +16,7 @@ async fn server(workers: usize) -> TestServer {
             workers,
             ..PoolConfig::default()
         },
-        |pool| {
-            let config = StackConfig {
-                document_root: Some(DocumentRoot::new(common::fixtures_root()).unwrap()),
-                request_timeout: None,
-                rate_limit: None,
-                static_cache_ttl: None,
-                index_file: None,
-                error_pages: None,
-                profile: false,
-                access_log: false,
-                metrics: Metrics::new(),
-                otel: None,
-            };
-            stack::build(&config, TestServer::php_service(pool)).unwrap()
-        },
+        |pool| stack::build(&common::stack_config(), TestServer::php_service(pool)).unwrap(),
     )
     .await
 }

@@ -9,22 +9,14 @@ use common::{json, send, text, Proto, TestServer, BOTH};
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use tokio_php::layer::ErrorPagesLayer;
-use tokio_php::php::{DocumentRoot, PoolConfig};
+use tokio_php::php::PoolConfig;
 use tokio_php::stack::{self, StackConfig};
-use tokio_php::telemetry::Metrics;
 
 fn config() -> StackConfig {
     StackConfig {
-        document_root: Some(DocumentRoot::new(common::fixtures_root()).unwrap()),
         request_timeout: Some(Duration::from_secs(30)),
-        rate_limit: None,
         static_cache_ttl: Some(Duration::from_secs(86_400)),
-        index_file: None,
-        error_pages: None,
-        profile: false,
-        access_log: false,
-        metrics: Metrics::new(),
-        otel: None,
+        ..common::stack_config()
     }
 }
 

@@ -190,7 +190,12 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let trace = TraceContext::from_headers(request.headers());
-        let traceparent = HeaderValue::try_from(trace.traceparent()).ok();
+        // Each id is formatted once: for the header and for PHP.
+        let trace_id = trace.trace_id.to_string();
+        let span_id = trace.span_id.to_string();
+        let flags = trace.flags().to_u8();
+        let traceparent =
+            HeaderValue::try_from(format!("00-{trace_id}-{span_id}-{flags:02x}")).ok();
         let span = tracing::info_span!(
             "trace",
             trace_id = %trace.trace_id,
@@ -207,8 +212,8 @@ where
         let vars = request
             .extensions_mut()
             .get_or_insert_default::<ServerVars>();
-        vars.insert("TRACE_ID", trace.trace_id.to_string());
-        vars.insert("SPAN_ID", trace.span_id.to_string());
+        vars.insert("TRACE_ID", trace_id);
+        vars.insert("SPAN_ID", span_id);
         if let Some(parent) = trace.parent_span_id {
             vars.insert("PARENT_SPAN_ID", parent.to_string());
         }

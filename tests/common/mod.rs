@@ -35,6 +35,23 @@ pub fn php_runtime() -> &'static PhpRuntime {
     })
 }
 
+/// The layer stack over the fixtures with every optional layer off; tests switch on what they
+/// exercise with struct update syntax.
+pub fn stack_config() -> tokio_php::stack::StackConfig {
+    tokio_php::stack::StackConfig {
+        document_root: Some(DocumentRoot::new(fixtures_root()).unwrap()),
+        request_timeout: None,
+        rate_limit: None,
+        static_cache_ttl: None,
+        index_file: None,
+        error_pages: None,
+        profile: false,
+        access_log: false,
+        metrics: tokio_php::telemetry::Metrics::new(),
+        otel: None,
+    }
+}
+
 pub fn fixtures_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/www")
 }
