@@ -157,6 +157,11 @@ pub struct Config {
     #[arg(long, env = "H2_MAX_CONCURRENT_STREAMS", value_name = "H2_MAX_CONCURRENT_STREAMS", default_value_t = 250, value_parser = clap::value_parser!(u32).range(1..))]
     pub h2_max_concurrent_streams: u32,
 
+    /// A connection that moves no byte for this long is closed gracefully (HTTP/2: GOAWAY).
+    #[arg(long, env = "KEEPALIVE_TIMEOUT", value_name = "KEEPALIVE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
+    #[serde(serialize_with = "duration_text")]
+    pub keepalive_timeout: Duration,
+
     /// On SIGTERM/SIGINT, in-flight requests get this many seconds to finish.
     #[arg(
         long,
@@ -251,6 +256,9 @@ impl Config {
         if self.tls_cert.is_empty() != self.tls_key.is_empty() {
             return Err("TLS_CERT and TLS_KEY must be set together".into());
         }
+        if self.keepalive_timeout.is_zero() {
+            return Err("KEEPALIVE_TIMEOUT must be greater than 0".into());
+        }
         if self.header_read_timeout.is_zero() {
             return Err("HEADER_READ_TIMEOUT must be greater than 0".into());
         }
@@ -295,6 +303,7 @@ impl Config {
             max_headers: self.max_headers as usize,
             h2_max_concurrent_streams: self.h2_max_concurrent_streams,
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+            keep_alive_timeout: self.keepalive_timeout,
             ..ServeConfig::default()
         })
     }

@@ -16,6 +16,7 @@ async fn server() -> TestServer {
         header_read_timeout: Duration::from_millis(500),
         max_header_size: 16 * 1024,
         max_headers: 20,
+        keep_alive_timeout: Duration::from_millis(500),
         ..ServeConfig::default()
     };
     let pool = PoolConfig {
@@ -96,6 +97,29 @@ async fn idle_keep_alive_connections_are_closed() {
     assert!(
         waited < Duration::from_secs(10),
         "then the idle connection was closed"
+    );
+    still_serving(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_get_goaway_and_close() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let server = server().await;
+    let io = TokioIo::new(TcpStream::connect(server.addr).await.unwrap());
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = http::Request::get(format!("http://{}/index.php", server.addr))
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
+    // Nothing more is sent: after the keep-alive timeout the server says GOAWAY and closes.
+    let closed = tokio::time::timeout(Duration::from_secs(10), connection).await;
+    assert!(
+        closed.is_ok(),
+        "the idle HTTP/2 connection was closed by the server"
     );
     still_serving(&server).await;
 }

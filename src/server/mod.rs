@@ -14,7 +14,6 @@ use http_body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -22,8 +21,11 @@ use tower::Service;
 
 use crate::{BoxError, ConnInfo};
 
+mod idle;
 mod internal;
 mod tls;
+
+use idle::{Activity, IdleIo};
 
 pub use internal::{serve_internal, InternalState};
 pub use tls::{Tls, TlsError};
@@ -34,6 +36,7 @@ pub struct ConnectionStats {
     active: AtomicUsize,
     accepted: AtomicU64,
     draining: AtomicBool,
+    all_closed: tokio::sync::Notify,
 }
 
 impl ConnectionStats {
@@ -57,6 +60,19 @@ impl ConnectionStats {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         OpenConnection(self.clone())
     }
+
+    /// Waits until no connection is open.
+    async fn all_closed(&self) {
+        loop {
+            let closed = self.all_closed.notified();
+            let mut closed = std::pin::pin!(closed);
+            closed.as_mut().enable();
+            if self.active() == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
 }
 
 /// Counts a connection as active until dropped.
@@ -64,7 +80,9 @@ struct OpenConnection(Arc<ConnectionStats>);
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        if self.0.active.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.all_closed.notify_waiters();
+        }
     }
 }
 
@@ -91,6 +109,9 @@ pub struct ServeConfig {
     pub h2_max_header_list_size: u32,
     /// HTTP/2 pings at this interval detect dead peers; one unanswered for as long closes.
     pub h2_keep_alive_interval: Duration,
+    /// A connection that moves no byte for this long is closed gracefully (HTTP/2: GOAWAY);
+    /// requests in flight still finish.
+    pub keep_alive_timeout: Duration,
     /// On shutdown, in-flight requests get this long to finish.
     pub drain_timeout: Duration,
 }
@@ -107,6 +128,7 @@ impl Default for ServeConfig {
             h2_max_concurrent_streams: 250,
             h2_max_header_list_size: 64 * 1024,
             h2_keep_alive_interval: Duration::from_secs(20),
+            keep_alive_timeout: Duration::from_secs(75),
             drain_timeout: Duration::from_secs(30),
         }
     }
@@ -152,7 +174,7 @@ where
 {
     let local_addr = listener.local_addr()?;
     let builder = Arc::new(connection_builder(&config));
-    let graceful = GracefulShutdown::new();
+    let (stop_connections, stopping) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
 
     tracing::info!(server = config.name, %local_addr, tls = config.tls.is_some(), "listening");
@@ -171,7 +193,11 @@ where
         let open = config.stats.opened();
         let info = ConnInfo::tcp(local_addr, remote_addr);
         let builder = Arc::clone(&builder);
-        let watcher = graceful.watcher();
+        let lifecycle = Lifecycle {
+            stopping: stopping.clone(),
+            keep_alive_timeout: config.keep_alive_timeout,
+            _open: open,
+        };
         let service = service.clone();
         match config.tls.clone() {
             None => {
@@ -179,11 +205,11 @@ where
                     inner: service,
                     info,
                 };
-                tokio::spawn(serve_connection(builder, watcher, stream, service, open));
+                tokio::spawn(serve_connection(builder, lifecycle, stream, service));
             }
             Some(tls) => {
                 tokio::spawn(serve_tls_connection(
-                    builder, watcher, tls, stream, service, info, open,
+                    builder, lifecycle, tls, stream, service, info,
                 ));
             }
         }
@@ -192,8 +218,9 @@ where
     drop(listener);
     config.stats.draining.store(true, Ordering::Relaxed);
     tracing::info!("shutting down: draining open connections");
+    let _ = stop_connections.send(true);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = config.stats.all_closed() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(config.drain_timeout) => {
             tracing::warn!("drain timeout passed with connections still open");
         }
@@ -229,14 +256,26 @@ where
     }
 }
 
+/// What a connection task needs besides its IO and service.
+struct Lifecycle {
+    /// Turns true when the server shuts down.
+    stopping: tokio::sync::watch::Receiver<bool>,
+    keep_alive_timeout: Duration,
+    /// Counts the connection as open while the task lives.
+    _open: OpenConnection,
+}
+
 /// A named generic `async fn` (not an inline `async` block) keeps the connection future's bounds
 /// provable (rust-lang/rust#64552).
+///
+/// The connection is asked to shut down gracefully (HTTP/2 GOAWAY, HTTP/1 close after the current
+/// response; requests in flight finish) when the server stops or no byte moved for the
+/// keep-alive timeout.
 async fn serve_connection<IO, S, B>(
     builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
+    mut lifecycle: Lifecycle,
     io: IO,
     service: S,
-    _open: OpenConnection,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -248,21 +287,48 @@ async fn serve_connection<IO, S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
-    if let Err(error) = watcher.watch(connection).await {
-        tracing::debug!(%error, "connection ended with an error");
+    let activity = Activity::new();
+    let io = TokioIo::new(IdleIo::new(io, activity.clone()));
+    let connection = builder.serve_connection(io, TowerToHyperService::new(service));
+    let mut connection = std::pin::pin!(connection);
+    let mut closing = *lifecycle.stopping.borrow();
+    if closing {
+        connection.as_mut().graceful_shutdown();
+    }
+    loop {
+        let idle_at = activity.idle_deadline(lifecycle.keep_alive_timeout);
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                return;
+            }
+            changed = lifecycle.stopping.changed(), if !closing => {
+                if changed.is_err() || *lifecycle.stopping.borrow() {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+            () = tokio::time::sleep_until(idle_at), if !closing => {
+                if activity.idle_deadline(lifecycle.keep_alive_timeout) <= tokio::time::Instant::now() {
+                    tracing::debug!("closing an idle connection");
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
     }
 }
 
 /// The TLS handshake (bounded by its timeout), then the connection as usual.
 async fn serve_tls_connection<S, B>(
     builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
+    lifecycle: Lifecycle,
     tls: Tls,
     stream: TcpStream,
     service: S,
     mut info: ConnInfo,
-    open: OpenConnection,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
@@ -280,7 +346,7 @@ async fn serve_tls_connection<S, B>(
                 inner: service,
                 info,
             };
-            serve_connection(builder, watcher, stream, service, open).await;
+            serve_connection(builder, lifecycle, stream, service).await;
         }
         Err(error) => {
             tracing::debug!(%error, client = %info.remote_addr, "TLS handshake failed");
