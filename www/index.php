@@ -30,7 +30,7 @@ $info = [
   <tr><th><?= htmlspecialchars($name) ?></th><td><?= htmlspecialchars((string)$value) ?></td></tr>
 <?php endforeach; ?>
 </table>
-<p>Try <a href="upload.php">a file upload</a> or the benchmark script <a href="bench.php"><code>bench.php</code></a>.
+<p>Try <a href="upload.php">a file upload</a>, <a href="sse.php">Server-Sent Events</a> or the benchmark script <a href="bench.php"><code>bench.php</code></a>.
 Put your own application in <code>www/</code> (or point <code>DOCUMENT_ROOT</code> at it).</p>
 </body>
 </html>
