@@ -95,32 +95,56 @@ impl DocumentRoot {
             return Resolution::Forbidden;
         };
         match self.find_script(&segments) {
-            Some((script_len, filename)) => self.confine(&segments, script_len, filename),
+            Some(found) => self.confine(&segments, found),
             None => Resolution::NotFound,
         }
     }
 
-    /// Finds the first `*.php` segment that is a file, or the directory index for the whole path.
-    /// Returns how many segments make up the script's URL path and the script's file.
-    fn find_script(&self, segments: &[String]) -> Option<(usize, PathBuf)> {
+    /// Walks the segments under the root with `lstat` and finds the first `*.php` segment that is
+    /// a file, or the directory index for the whole path. Without symlinks on the way the file is
+    /// inside the root by construction (the root is canonical, the segments hold no `.`/`..`), so
+    /// only a walk through a symlink costs a `realpath` later.
+    fn find_script(&self, segments: &[String]) -> Option<Found> {
         let mut path = self.root.clone();
+        let mut via_symlink = false;
         for (i, segment) in segments.iter().enumerate() {
             path.push(segment);
-            if segment.ends_with(".php") && path.is_file() {
-                return Some((i + 1, path));
+            let meta = metadata_noting_symlinks(&path, &mut via_symlink)?;
+            if segment.ends_with(".php") && meta.is_file() {
+                return Some(Found {
+                    script_len: i + 1,
+                    filename: path,
+                    via_symlink,
+                });
+            }
+            if !meta.is_dir() {
+                return None; // a file that is not a script, with or without more path after it
             }
         }
         let index = path.join(INDEX_SCRIPT);
-        (path.is_dir() && index.is_file()).then_some((segments.len(), index))
+        metadata_noting_symlinks(&index, &mut via_symlink)?
+            .is_file()
+            .then_some(Found {
+                script_len: segments.len(),
+                filename: index,
+                via_symlink,
+            })
     }
 
     /// Builds the script if its real path (symlinks followed) is still inside the root.
-    fn confine(&self, segments: &[String], script_len: usize, filename: PathBuf) -> Resolution {
-        let Ok(real) = filename.canonicalize() else {
-            return Resolution::NotFound;
-        };
-        if !real.starts_with(&self.root) {
-            return Resolution::Forbidden;
+    fn confine(&self, segments: &[String], found: Found) -> Resolution {
+        let Found {
+            script_len,
+            filename,
+            via_symlink,
+        } = found;
+        if via_symlink {
+            let Ok(real) = filename.canonicalize() else {
+                return Resolution::NotFound;
+            };
+            if !real.starts_with(&self.root) {
+                return Resolution::Forbidden;
+            }
         }
         let mut script_name = join_url_path(&segments[..script_len]);
         if filename.file_name() == Some(OsStr::new(INDEX_SCRIPT))
@@ -140,6 +164,25 @@ impl DocumentRoot {
             path_info,
         })
     }
+}
+
+/// A script found under the root.
+struct Found {
+    /// How many URL segments name the script (the rest is `PATH_INFO`).
+    script_len: usize,
+    filename: PathBuf,
+    /// Whether the walk passed a symlink, so the real path must be checked against the root.
+    via_symlink: bool,
+}
+
+/// `stat` of `path`, by `lstat` first so symlinks are noticed; `None` if it does not exist.
+fn metadata_noting_symlinks(path: &Path, via_symlink: &mut bool) -> Option<std::fs::Metadata> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if meta.file_type().is_symlink() {
+        *via_symlink = true;
+        return std::fs::metadata(path).ok();
+    }
+    Some(meta)
 }
 
 /// Percent-decodes the path and splits it into segments, dropping empty and `.` segments.
@@ -232,6 +275,26 @@ mod tests {
         assert_eq!(root.resolve("/assets/app.css"), Resolution::NotFound);
         assert_eq!(root.resolve("/missing.php"), Resolution::NotFound);
         assert_eq!(root.resolve("/assets/"), Resolution::NotFound);
+    }
+
+    #[test]
+    fn symlinks_are_followed_only_inside_the_root() {
+        let (dir, root) = fixture();
+        std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+        std::fs::write(dir.path().join("outside/x.php"), "<?php").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside"), root.path().join("linked")).unwrap();
+        std::os::unix::fs::symlink(root.path().join("info.php"), root.path().join("alias.php"))
+            .unwrap();
+        assert_eq!(
+            root.resolve("/linked/x.php"),
+            Resolution::Forbidden,
+            "a symlinked directory out of the root"
+        );
+        assert_eq!(
+            script(&root, "/alias.php").script_name,
+            "/alias.php",
+            "a symlink within the root"
+        );
     }
 
     #[test]
