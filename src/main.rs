@@ -119,8 +119,8 @@ where
         + Send
         + 'static,
     S::Future: Send + 'static,
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<tokio_php::BoxError>,
+    B: http_body::Body<Data = bytes::Bytes> + Default + Send + 'static,
+    B::Error: Into<tokio_php::BoxError> + Send + Sync,
 {
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

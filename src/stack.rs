@@ -22,8 +22,9 @@
 //! sits inside error pages (no point compressing a small HTML page) and outside static files;
 //! the timeout covers PHP only, not static files.
 //!
-//! Optional layers are applied by boxing the service they wrap, so each combination has one
-//! type; a box per optional layer per request is negligible next to running PHP. To build a
+//! Optional layers that keep the body type are `option_layer`s (an `Either`, no allocation);
+//! those that change it (error pages, rate limit, access log) are applied by boxing the service
+//! they wrap, so each combination has one type. The default stack boxes twice per request. To build a
 //! different stack, use the layers in [`crate::layer`] with `tower::ServiceBuilder` directly
 //! (`examples/custom_stack.rs`).
 
@@ -37,7 +38,7 @@ use http_body::Body;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use tower::util::BoxCloneService;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 use crate::layer::{
     AccessLogLayer, CompressionLayer, ErrorPagesLayer, MetricsLayer, OtelLayer, ProfileLayer,
@@ -135,35 +136,45 @@ where
         + 'static,
     S::Future: Send + 'static,
     ReqBody: Send + 'static,
-    ResBody: Body<Data = Bytes> + Send + 'static,
-    ResBody::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes> + Default + Send + 'static,
+    ResBody::Error: Into<BoxError> + Send + Sync,
 {
-    let mut service = boxed(inner);
-    if let Some(timeout) = config.request_timeout {
-        service = boxed(TimeoutLayer::new(timeout).layer(service));
-    }
-    if let Some(root) = &config.document_root {
-        service = boxed(try_files(config, root)?.layer(service));
-    }
-    service = boxed(CompressionLayer::new().layer(service));
+    // Layers that keep the body type are optional through `option_layer` (an `Either`, no box);
+    // a box is needed only where an optional layer changes the body type.
+    let handler = ServiceBuilder::new()
+        .option_layer(config.request_timeout.map(TimeoutLayer::new))
+        .service(inner);
+    let mut service = match &config.document_root {
+        Some(root) => boxed(
+            ServiceBuilder::new()
+                .layer(CompressionLayer::new())
+                .layer(try_files(config, root)?)
+                .service(handler),
+        ),
+        None => boxed(CompressionLayer::new().layer(handler)),
+    };
     if let Some(error_pages) = &config.error_pages {
         service = boxed(error_pages.layer(service));
     }
     if let Some((limit, window)) = config.rate_limit {
         service = boxed(RateLimitLayer::new(limit, window).layer(service));
     }
-    if config.profile {
-        service = boxed(ProfileLayer::new().layer(service));
-    }
-    if config.access_log {
-        service = boxed(AccessLogLayer::new().layer(service));
-    }
-    service = boxed(MetricsLayer::new(config.metrics.clone()).layer(service));
-    service = boxed(RequestIdLayer::new().layer(service));
-    if let Some(tracer) = &config.otel {
-        service = boxed(OtelLayer::new(tracer.clone()).layer(service));
-    }
-    Ok(boxed(TraceContextLayer::new().layer(service)))
+    let profiled = ServiceBuilder::new()
+        .option_layer(config.profile.then(ProfileLayer::new))
+        .service(service);
+    let logged = if config.access_log {
+        boxed(AccessLogLayer::new().layer(profiled))
+    } else {
+        boxed(profiled)
+    };
+    Ok(boxed(
+        ServiceBuilder::new()
+            .layer(TraceContextLayer::new())
+            .option_layer(config.otel.clone().map(OtelLayer::new))
+            .layer(RequestIdLayer::new())
+            .layer(MetricsLayer::new(config.metrics.clone()))
+            .service(logged),
+    ))
 }
 
 fn try_files(config: &StackConfig, root: &DocumentRoot) -> io::Result<TryFilesLayer> {
