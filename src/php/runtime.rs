@@ -133,8 +133,10 @@ pub fn has_thread_timers() -> bool {
     unsafe { ffi::tp_has_thread_timers() }
 }
 
-/// PHP 8.2's OPcache preloading crashes during startup on a ZTS build (in `preload_load`, before
-/// any request): refuse it up front with a message instead of a segfault.
+/// With this SAPI on PHP 8.2 (ZTS), OPcache preloading crashes during module startup: in
+/// `preload_load()` the main thread's `EG(class_table)` is not a valid table (the same PHP's CLI
+/// preloads fine, so the cause is in how this SAPI's startup meets preloading, not yet found).
+/// Refuse it up front with a message instead of a segfault; 8.3+ is allowed.
 fn refuse_unsupported(config: &PhpRuntimeConfig) -> Result<(), PhpStartError> {
     let preload = config
         .ini
@@ -145,8 +147,8 @@ fn refuse_unsupported(config: &PhpRuntimeConfig) -> Result<(), PhpStartError> {
     }
     if preload {
         return Err(PhpStartError::Unsupported(format!(
-            "opcache.preload needs PHP 8.3 or newer with a thread-safe build (this is PHP {}, whose \
-             preloading crashes at startup under ZTS); remove it or use the PHP 8.4 image",
+            "opcache.preload needs PHP 8.3 or newer under tokio_php (with PHP {} preloading crashes \
+             during startup); remove it or use the PHP 8.4 image",
             version()
         )));
     }
