@@ -173,11 +173,25 @@ static PHP_MINFO_FUNCTION(tokio_php)
     php_info_print_table_end();
 }
 
+/* Under ZTS the main thread's executor globals come from malloc() and zend_startup() leaves
+ * EG(function_table) and EG(class_table) unset until the first request's init_executor().
+ * OPcache reads them in the parent process after preloading (preload_load(), when running as
+ * root it forks the preloading child): with a heap that is not all zeros there, it dereferences
+ * garbage. Clear them so it sees "no tables yet", as it does in php-cli by luck. */
+static PHP_MINIT_FUNCTION(tokio_php)
+{
+    (void)type;
+    (void)module_number;
+    EG(function_table) = NULL;
+    EG(class_table) = NULL;
+    return SUCCESS;
+}
+
 static zend_module_entry tokio_php_module = {
     STANDARD_MODULE_HEADER,
     "tokio_php",
     tokio_php_functions,
-    NULL, /* MINIT */
+    PHP_MINIT(tokio_php),
     NULL, /* MSHUTDOWN */
     NULL, /* RINIT */
     NULL, /* RSHUTDOWN */

@@ -33,8 +33,6 @@ pub enum PhpStartError {
     InvalidIni(String),
     /// PHP's module startup failed (its log says why).
     StartupFailed,
-    /// A setting this PHP cannot run safely.
-    Unsupported(String),
 }
 
 impl fmt::Display for PhpStartError {
@@ -43,7 +41,6 @@ impl fmt::Display for PhpStartError {
             PhpStartError::AlreadyStarted => f.write_str("PHP is already started in this process"),
             PhpStartError::InvalidIni(entry) => write!(f, "invalid php.ini directive {entry:?}"),
             PhpStartError::StartupFailed => f.write_str("PHP module startup failed"),
-            PhpStartError::Unsupported(why) => f.write_str(why),
         }
     }
 }
@@ -61,7 +58,6 @@ pub struct PhpRuntime {
 impl PhpRuntime {
     /// Starts PHP. Fails if it was started before in this process.
     pub fn start(config: PhpRuntimeConfig) -> Result<PhpRuntime, PhpStartError> {
-        refuse_unsupported(&config)?;
         let ini = ini_entries(&config)?;
         let ini_path = config
             .php_ini_path
@@ -131,33 +127,6 @@ pub(crate) fn set_server_info(workers: usize, queue_capacity: usize) {
 pub fn has_thread_timers() -> bool {
     // SAFETY: reads a compile-time constant.
     unsafe { ffi::tp_has_thread_timers() }
-}
-
-/// With this SAPI on PHP 8.2 (ZTS), OPcache preloading crashes during module startup: in
-/// `preload_load()` the main thread's `EG(class_table)` is not a valid table (the same PHP's CLI
-/// preloads fine, so the cause is in how this SAPI's startup meets preloading, not yet found).
-/// Refuse it up front with a message instead of a segfault; 8.3+ is allowed.
-fn refuse_unsupported(config: &PhpRuntimeConfig) -> Result<(), PhpStartError> {
-    let preload = config
-        .ini
-        .iter()
-        .any(|(name, value)| name == "opcache.preload" && !value.trim().is_empty());
-    if preload && version_at_least(version(), 8, 3) {
-        return Ok(());
-    }
-    if preload {
-        return Err(PhpStartError::Unsupported(format!(
-            "opcache.preload needs PHP 8.3 or newer under tokio_php (with PHP {} preloading crashes \
-             during startup); remove it or use the PHP 8.4 image",
-            version()
-        )));
-    }
-    Ok(())
-}
-
-fn version_at_least(version: &str, major: u32, minor: u32) -> bool {
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
 }
 
 fn ini_entries(config: &PhpRuntimeConfig) -> Result<CString, PhpStartError> {
@@ -274,17 +243,5 @@ unsafe extern "C" fn host_log(ctx: *mut c_void, msg: *const c_char, len: usize, 
         0..=3 => tracing::error!(target: "php", log_type = "error", in_request, "{message}"),
         4 => tracing::warn!(target: "php", log_type = "error", in_request, "{message}"),
         _ => tracing::info!(target: "php", log_type = "error", in_request, "{message}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions_compare_by_major_and_minor() {
-        assert!(version_at_least("8.3.0", 8, 3));
-        assert!(version_at_least("8.4.12", 8, 3));
-        assert!(!version_at_least("8.2.32", 8, 3));
     }
 }
