@@ -26,18 +26,14 @@
 //! ```
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{HeaderValue, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use tower::{Layer, Service};
-use tracing::instrument::Instrumented;
-use tracing::Instrument;
 
-use super::TraceContext;
+use super::{SpanHeaderFuture, TraceContext};
 
 const X_REQUEST_ID: &str = "x-request-id";
 const MAX_LEN: usize = 128;
@@ -138,37 +134,12 @@ where
         request.extensions_mut().insert(id);
         // Inside the span for the call too, so layers below see it as the current span.
         let inner = span.in_scope(|| self.inner.call(request));
-        ResponseFuture {
-            inner: inner.instrument(span),
-            header,
-        }
+        SpanHeaderFuture::new(inner, span, HeaderName::from_static(X_REQUEST_ID), header)
     }
 }
 
-pin_project_lite::pin_project! {
-    /// The response future of [`RequestIdService`].
-    pub struct ResponseFuture<F> {
-        #[pin]
-        inner: Instrumented<F>,
-        header: Option<HeaderValue>,
-    }
-}
-
-impl<F, ResBody, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<ResBody>, E>>,
-{
-    type Output = Result<Response<ResBody>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut response = std::task::ready!(this.inner.poll(cx))?;
-        if let Some(value) = this.header.take() {
-            response.headers_mut().insert(X_REQUEST_ID, value);
-        }
-        Poll::Ready(Ok(response))
-    }
-}
+/// The response future of [`RequestIdService`].
+pub type ResponseFuture<F> = SpanHeaderFuture<F>;
 
 #[cfg(test)]
 mod tests {

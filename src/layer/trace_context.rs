@@ -30,19 +30,16 @@
 //! # }
 //! ```
 
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use tower::{Layer, Service};
-use tracing::instrument::Instrumented;
-use tracing::Instrument;
 
+use super::SpanHeaderFuture;
 use crate::php::ServerVars;
 
 const TRACEPARENT: &str = "traceparent";
@@ -221,37 +218,17 @@ where
 
         // Inside the span for the call too, so layers below see it as the current span.
         let inner = span.in_scope(|| self.inner.call(request));
-        ResponseFuture {
-            inner: inner.instrument(span),
+        SpanHeaderFuture::new(
+            inner,
+            span,
+            HeaderName::from_static(TRACEPARENT),
             traceparent,
-        }
+        )
     }
 }
 
-pin_project_lite::pin_project! {
-    /// The response future of [`TraceContextService`].
-    pub struct ResponseFuture<F> {
-        #[pin]
-        inner: Instrumented<F>,
-        traceparent: Option<HeaderValue>,
-    }
-}
-
-impl<F, ResBody, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<ResBody>, E>>,
-{
-    type Output = Result<Response<ResBody>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut response = std::task::ready!(this.inner.poll(cx))?;
-        if let Some(value) = this.traceparent.take() {
-            response.headers_mut().insert(TRACEPARENT, value);
-        }
-        Poll::Ready(Ok(response))
-    }
-}
+/// The response future of [`TraceContextService`].
+pub type ResponseFuture<F> = SpanHeaderFuture<F>;
 
 #[cfg(test)]
 mod tests {
