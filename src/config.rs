@@ -10,6 +10,7 @@ use clap::error::{ContextKind, ContextValue};
 use clap::{CommandFactory, Parser};
 use serde::Serialize;
 
+use crate::layer::try_files::{RuleError, TryFilesRule};
 use crate::php::{BodyLimits, PoolConfig};
 use crate::server::{ServeConfig, Tls};
 
@@ -106,7 +107,8 @@ pub struct Config {
     #[serde(serialize_with = "optional_duration_text")]
     pub static_cache_ttl: ::std::option::Option<Duration>,
 
-    /// Front controller (e.g. `index.php`): every request that is not a static file runs it.
+    /// Front controller (e.g. `index.php`): every request that is not a static file runs it,
+    /// and no other script is reachable.
     #[arg(
         long,
         env = "INDEX_FILE",
@@ -114,6 +116,11 @@ pub struct Config {
         default_value = ""
     )]
     pub index_file: String,
+
+    /// nginx's `try_files`, e.g. `$uri $uri/ /index.php?$args`: candidates tried in order, then
+    /// a fallback URI or `=404`; empty = files, directory indexes and scripts only.
+    #[arg(long, env = "TRY_FILES", value_name = "TRY_FILES", default_value = "", value_parser = parse_try_files)]
+    pub try_files: ::std::option::Option<TryFilesRule>,
 
     /// Directory of `{status}.html` pages shown to browsers for empty error responses; empty = off.
     #[arg(
@@ -252,6 +259,15 @@ impl Config {
         }
         if !self.php_ini.is_empty() && !Path::new(&self.php_ini).is_file() {
             return Err(format!("PHP_INI={} is not a file", self.php_ini));
+        }
+        if let (Some(rule), false) = (&self.try_files, self.index_file.is_empty()) {
+            return Err(format!(
+                "INDEX_FILE={} and TRY_FILES={rule} are both set; set one: INDEX_FILE runs a strict \
+                 front controller and makes every other script unreachable, TRY_FILES routes as \
+                 nginx's try_files (e.g. TRY_FILES='$uri $uri/ /{}?$args' also runs existing scripts)",
+                self.index_file,
+                self.index_file.trim_start_matches('/'),
+            ));
         }
         if self.tls_cert.is_empty() != self.tls_key.is_empty() {
             return Err("TLS_CERT and TLS_KEY must be set together".into());
@@ -403,6 +419,17 @@ pub fn parse_size(value: &str) -> Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(multiplier))
         .ok_or_else(|| format!("expected a size such as 512K, 64M or 1G, got {value:?}"))
+}
+
+/// A `TRY_FILES` rule (nginx's `try_files` syntax), or none when empty.
+pub fn parse_try_files(value: &str) -> Result<Option<TryFilesRule>, String> {
+    if value.trim().is_empty() {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .map_err(|e: RuleError| e.to_string())
 }
 
 /// A duration, or `off` (also `0`) for none.

@@ -12,7 +12,7 @@
 //! RateLimitLayer      RATE_LIMIT>0: 429 per client IP
 //! ErrorPagesLayer     ERROR_PAGES_DIR: HTML pages for empty / server-generated errors
 //! CompressionLayer    brotli for text-like bodies
-//! TryFilesLayer       static files | PHP | INDEX_FILE front controller
+//! TryFilesLayer       static files | PHP | TRY_FILES rule or INDEX_FILE front controller
 //! TimeoutLayer        REQUEST_TIMEOUT: 504 and the script stopped; heartbeat-extendable
 //!   inner service     PhpService (or StubService with USE_STUB=1)
 //! ```
@@ -40,6 +40,7 @@ use http_body_util::BodyExt;
 use tower::util::BoxCloneService;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
+use crate::layer::try_files::TryFilesRule;
 use crate::layer::{
     AccessLogLayer, CompressionLayer, ErrorPagesLayer, MetricsLayer, OtelLayer, ProfileLayer,
     RateLimitLayer, RequestIdLayer, TimeoutLayer, TraceContextLayer, TryFilesLayer,
@@ -66,8 +67,10 @@ pub struct StackConfig {
     pub rate_limit: Option<(u32, Duration)>,
     /// `STATIC_CACHE_TTL`.
     pub static_cache_ttl: Option<Duration>,
-    /// `INDEX_FILE`.
+    /// `INDEX_FILE` (strict front controller); not together with `try_files`.
     pub index_file: Option<String>,
+    /// `TRY_FILES` (nginx's try_files); not together with `index_file`.
+    pub try_files: Option<TryFilesRule>,
     /// `ERROR_PAGES_DIR`.
     pub error_pages: Option<ErrorPagesLayer>,
     /// `PROFILE=1`.
@@ -102,29 +105,31 @@ impl StackConfig {
             ),
         };
         let index_file = Some(config.index_file.clone()).filter(|f| !f.is_empty());
-        if let (Some(root), Some(index_file)) = (&document_root, &index_file) {
-            // Checked now, before PHP starts, so a typo fails fast with a clear message.
-            root.front_controller(index_file)
-                .map_err(|e| format!("INDEX_FILE={index_file}: {e}"))?;
-        }
-        Ok(StackConfig {
+        let stack_config = StackConfig {
             document_root,
             request_timeout: config.request_timeout,
             rate_limit: (config.rate_limit > 0)
                 .then(|| (config.rate_limit, Duration::from_secs(config.rate_window))),
             static_cache_ttl: config.static_cache_ttl,
             index_file,
+            try_files: config.try_files.clone(),
             error_pages,
             profile: config.profile,
             access_log: config.access_log,
             metrics: Metrics::new(),
             otel: None,
-        })
+        };
+        // Checked now, before PHP starts, so a typo fails fast with a clear message.
+        if let Some(root) = &stack_config.document_root {
+            try_files(&stack_config, root).map_err(|e| e.to_string())?;
+        }
+        Ok(stack_config)
     }
 }
 
 /// Wraps `inner` (a [`PhpService`](crate::php::PhpService) or [`StubService`](crate::StubService))
-/// in the stack. Fails when `INDEX_FILE` is not a file inside the document root.
+/// in the stack. Fails when `INDEX_FILE` is not a file inside the document root, when the
+/// `TRY_FILES` fallback does not exist, or when both are set.
 pub fn build<S, ReqBody, ResBody>(
     config: &StackConfig,
     inner: S,
@@ -179,11 +184,18 @@ where
 
 fn try_files(config: &StackConfig, root: &DocumentRoot) -> io::Result<TryFilesLayer> {
     let layer = TryFilesLayer::new(root.clone()).with_cache_ttl(config.static_cache_ttl);
-    match &config.index_file {
-        None => Ok(layer),
-        Some(index_file) => layer
+    match (&config.index_file, &config.try_files) {
+        (None, None) => Ok(layer),
+        (Some(index_file), None) => layer
             .with_index_file(index_file)
             .map_err(|e| io::Error::new(e.kind(), format!("INDEX_FILE={index_file}: {e}"))),
+        (None, Some(rule)) => layer
+            .with_rule(rule.clone())
+            .map_err(|e| io::Error::new(e.kind(), format!("TRY_FILES={rule}: {e}"))),
+        (Some(_), Some(_)) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "INDEX_FILE and TRY_FILES are both set; set one",
+        )),
     }
 }
 

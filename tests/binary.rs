@@ -40,6 +40,10 @@ fn bad_configuration_fails_at_startup_naming_the_variable() {
         ("RATE_WINDOW", "0"),
         ("STATIC_CACHE_TTL", "forever"),
         ("INDEX_FILE", "no-such-front-controller.php"),
+        ("TRY_FILES", "$uri /index.php?$host"),
+        ("TRY_FILES", "$uri $uri/ /no-such-script.php?$args"),
+        ("TRY_FILES", "$uri /../outside.php"),
+        ("TRY_FILES", "/index.php"),
         ("ERROR_PAGES_DIR", "/nonexistent/tokio_php/errors"),
         ("PROFILE", "maybe"),
         ("ACCESS_LOG", "sometimes"),
@@ -53,6 +57,33 @@ fn bad_configuration_fails_at_startup_naming_the_variable() {
         let stderr = startup_error(variable, value);
         assert!(stderr.contains(variable), "{variable}={value}: {stderr}");
     }
+}
+
+#[test]
+fn try_files_errors_say_what_is_wrong() {
+    for (value, expected) in [
+        ("$uri /index.php?$host", "unknown variable $host"),
+        (
+            "$uri $uri/ /missing.php?$args",
+            "/missing.php does not exist",
+        ),
+        ("$uri /../outside.php", "inside the document root"),
+        ("$uri =999", "status code"),
+    ] {
+        let stderr = startup_error("TRY_FILES", value);
+        assert!(stderr.contains(expected), "TRY_FILES={value}: {stderr}");
+    }
+    let output = binary()
+        .env("TRY_FILES", "$uri /index.php?$args")
+        .env("INDEX_FILE", "index.php")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("INDEX_FILE=index.php and TRY_FILES=$uri /index.php?$args are both set"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -106,10 +137,11 @@ async fn serves_php_and_exits_cleanly_on_sigterm() {
 async fn the_stub_answers_empty_200s_without_php() {
     let server = Server::start(binary().env("USE_STUB", "1"));
     for proto in [Proto::Http1, Proto::H2c] {
+        // A script that exists, so the request reaches where PHP would run.
         let response = common::send(
             server.addr,
             proto,
-            http::Request::get("/anything.php")
+            http::Request::get("/index.php")
                 .body(Default::default())
                 .unwrap(),
         )

@@ -139,7 +139,12 @@ impl PhpRequest {
             String::new()
         };
         let content_type = header_str(&parts.headers, header::CONTENT_TYPE);
-        let query = parts.uri.query().unwrap_or("");
+        // A rewrite (`try_files … /index.php?$args`) decides the query string PHP parses; the
+        // client's stays in REQUEST_URI.
+        let query = script
+            .query_string
+            .as_deref()
+            .unwrap_or_else(|| parts.uri.query().unwrap_or(""));
         let request_uri = parts
             .uri
             .path_and_query()
@@ -430,6 +435,7 @@ mod tests {
             script_name: "/app.php".into(),
             filename: PathBuf::from("/srv/www/app.php"),
             path_info: "/x/y".into(),
+            query_string: None,
         };
         let conn = ConnInfo::tcp(
             "127.0.0.1:8080".parse().unwrap(),

@@ -40,6 +40,9 @@ pub struct Script {
     pub filename: PathBuf,
     /// `PATH_INFO`: the decoded rest of the path after the script, e.g. `/posts/1` (may be empty).
     pub path_info: String,
+    /// `QUERY_STRING` when a rewrite replaced the request's own, as nginx's
+    /// `try_files … /index.php?$args` does (`None`: the request URI's query string).
+    pub query_string: Option<String>,
 }
 
 impl DocumentRoot {
@@ -86,18 +89,35 @@ impl DocumentRoot {
             script_name: join_url_path(&segments),
             filename,
             path_info: String::new(),
+            query_string: None,
         })
     }
 
     /// Resolves the (still percent-encoded) path of a request URI.
     pub fn resolve(&self, uri_path: &str) -> Resolution {
-        let Some(segments) = decode_segments(uri_path) else {
-            return Resolution::Forbidden;
-        };
-        match self.find_script(&segments) {
-            Some(found) => self.confine(&segments, found),
+        match decode_segments(uri_path) {
+            Some(segments) => self.resolve_segments(&segments),
+            None => Resolution::Forbidden,
+        }
+    }
+
+    /// Resolves a path already split into decoded segments (see [`decode_segments`]).
+    pub(crate) fn resolve_segments(&self, segments: &[String]) -> Resolution {
+        match self.find_script(segments) {
+            Some(found) => self.confine(segments, found),
             None => Resolution::NotFound,
         }
+    }
+
+    /// The real path and metadata of what `segments` name, if it exists and its real path
+    /// (symlinks followed) is inside the root.
+    pub(crate) fn confined(&self, segments: &[String]) -> Option<(PathBuf, std::fs::Metadata)> {
+        let real = self.root.join(segments.join("/")).canonicalize().ok()?;
+        if !real.starts_with(&self.root) {
+            return None;
+        }
+        let meta = std::fs::metadata(&real).ok()?;
+        Some((real, meta))
     }
 
     /// Walks the segments under the root with `lstat` and finds the first `*.php` segment that is
@@ -162,6 +182,7 @@ impl DocumentRoot {
             script_name,
             filename,
             path_info,
+            query_string: None,
         })
     }
 }
@@ -188,14 +209,16 @@ fn metadata_noting_symlinks(path: &Path, via_symlink: &mut bool) -> Option<std::
 /// Percent-decodes the path and splits it into segments, dropping empty and `.` segments.
 /// `None` for anything that could step outside the root or confuse the filesystem.
 pub(crate) fn decode_segments(uri_path: &str) -> Option<Vec<String>> {
-    if !uri_path.starts_with('/') {
-        return None;
-    }
     let decoded = percent_decode(uri_path.as_bytes()).collect::<Vec<u8>>();
-    if decoded.contains(&0) || decoded.contains(&b'\\') {
+    split_segments(&String::from_utf8(decoded).ok()?)
+}
+
+/// Splits an already decoded path (`/a/b/`) into segments as [`decode_segments`] does, with the
+/// same refusals.
+pub(crate) fn split_segments(decoded: &str) -> Option<Vec<String>> {
+    if !decoded.starts_with('/') || decoded.contains(['\0', '\\']) {
         return None;
     }
-    let decoded = String::from_utf8(decoded).ok()?;
     let mut segments = Vec::new();
     for segment in decoded.split('/') {
         match segment {
@@ -207,7 +230,8 @@ pub(crate) fn decode_segments(uri_path: &str) -> Option<Vec<String>> {
     Some(segments)
 }
 
-fn join_url_path(segments: &[String]) -> String {
+/// `/a/b` from `["a", "b"]`; `/` from none.
+pub(crate) fn join_url_path(segments: &[String]) -> String {
     let mut path = String::new();
     for segment in segments {
         path.push('/');

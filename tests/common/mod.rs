@@ -44,6 +44,7 @@ pub fn stack_config() -> tokio_php::stack::StackConfig {
         rate_limit: None,
         static_cache_ttl: None,
         index_file: None,
+        try_files: None,
         error_pages: None,
         profile: false,
         access_log: false,

@@ -1,0 +1,343 @@
+//! Static files and PHP behind one URL space, as nginx's `try_files` does.
+//!
+//! For each request, in order:
+//!
+//! 1. A path with a dot-segment (`/.env`, `/.git/config`, `/app/.htaccess`) → `404`; only
+//!    `/.well-known/` is served. A path that tries to leave the root → `403`.
+//! 2. A path naming a PHP script (`*.php`, or `*.php/…` with `PATH_INFO`) runs it (`404` if it
+//!    does not exist) — nginx's `location ~ \.php(/|$)`. PHP sources are never served as files.
+//! 3. Otherwise the [`TryFilesRule`]'s candidates are tried in order (`TRY_FILES`, e.g.
+//!    `$uri $uri/ /index.php?$args`): a file candidate that exists is run when it is a `*.php`
+//!    script and served otherwise; a directory candidate runs the directory's `index.php` or
+//!    serves its `index.html` (`403` with neither), after a `301` to the slashed URL when the
+//!    request lacked the slash. When none exists, the fallback runs (an internal redirect whose
+//!    query string becomes `QUERY_STRING`; `REQUEST_URI` stays the client's) or its `=CODE`
+//!    answers. Without a rule the server behaves as `$uri $uri/ =404`.
+//!
+//! Static files are served by tower-http's `ServeFile`: the right Content-Type, `ETag` and
+//! `Last-Modified` with `304` answers to `If-None-Match` / `If-Modified-Since`, `Range` → `206`,
+//! `HEAD`, and `Cache-Control: public, max-age=…` when a cache TTL is set.
+//!
+//! A strict front controller ([`TryFilesLayer::with_index_file`], `INDEX_FILE`) replaces steps
+//! 2–3: every request that is not a static file runs that one script (as nginx's
+//! `try_files $uri /index.php$is_args$args` with the script `internal`); other scripts are not
+//! reachable and a direct request for the front controller is `404`.
+//!
+//! Scripts get the CGI variables nginx + php-fpm give them: on a rewrite `SCRIPT_NAME` and
+//! `PHP_SELF` name the script that runs, `PATH_INFO` is empty and `REQUEST_URI` is the
+//! client's.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tokio_php::layer::TryFilesLayer;
+//! use tokio_php::php::DocumentRoot;
+//!
+//! let root = DocumentRoot::new("www")?;
+//! let layer = TryFilesLayer::new(root)
+//!     .with_cache_ttl(Some(Duration::from_secs(86400)))
+//!     .with_rule("$uri $uri/ /index.php?$args".parse()?)?;
+//! # drop(layer);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod route;
+mod rule;
+
+pub use rule::{RuleError, TryFilesRule};
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use tower::{Layer, Service, ServiceExt};
+use tower_http::services::fs::ServeFileSystemResponseBody;
+use tower_http::services::ServeFile;
+
+use crate::php::DocumentRoot;
+use crate::BoxError;
+use route::{Mode, Route};
+
+/// Routes requests to static files or PHP. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct TryFilesLayer {
+    config: Arc<Config>,
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    root: DocumentRoot,
+    cache_control: Option<HeaderValue>,
+    mode: Mode,
+}
+
+impl TryFilesLayer {
+    /// Serves files under `root` and runs the scripts there (`$uri $uri/ =404`); no cache TTL.
+    pub fn new(root: DocumentRoot) -> Self {
+        TryFilesLayer {
+            config: Arc::new(Config {
+                root,
+                cache_control: None,
+                mode: Mode::Rule(TryFilesRule::files_only()),
+            }),
+        }
+    }
+
+    /// `Cache-Control: public, max-age=<ttl>` on static files (`None`: no header).
+    pub fn with_cache_ttl(mut self, ttl: Option<Duration>) -> Self {
+        let value = ttl.map(|ttl| {
+            HeaderValue::try_from(format!("public, max-age={}", ttl.as_secs()))
+                .expect("digits are a valid header value")
+        });
+        Arc::make_mut(&mut self.config).cache_control = value;
+        self
+    }
+
+    /// Routes with `rule` (nginx's `try_files`), replacing any front controller. Fails when its
+    /// fallback is a fixed path that does not exist inside the root — check this at startup.
+    pub fn with_rule(mut self, rule: TryFilesRule) -> io::Result<Self> {
+        route::check_fallback(&self.config.root, &rule)?;
+        Arc::make_mut(&mut self.config).mode = Mode::Rule(rule);
+        Ok(self)
+    }
+
+    /// Runs `index_file` (relative to the root) for everything that is not a static file,
+    /// replacing any rule. Fails when it is not a file inside the root — check this at startup.
+    pub fn with_index_file(mut self, index_file: &str) -> io::Result<Self> {
+        let script = self.config.root.front_controller(index_file)?;
+        Arc::make_mut(&mut self.config).mode = Mode::FrontController(script);
+        Ok(self)
+    }
+}
+
+impl<S> Layer<S> for TryFilesLayer {
+    type Service = TryFiles<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TryFiles {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The service produced by [`TryFilesLayer`].
+#[derive(Debug, Clone)]
+pub struct TryFiles<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for TryFiles<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>, Error = Infallible>,
+    ReqBody: Send + 'static,
+{
+    type Response = Response<TryFilesBody<ResBody>>;
+    type Error = Infallible;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let uri = request.uri();
+        let route = route::route(
+            &self.config.root,
+            &self.config.mode,
+            uri.path(),
+            uri.query().unwrap_or(""),
+        );
+        let kind = match route {
+            Route::Status(status) => Kind::Ready {
+                response: Some(status_response(status)),
+            },
+            Route::Redirect(location) => Kind::Ready {
+                response: Some(redirect(&location)),
+            },
+            Route::Static(path) => Kind::Static {
+                future: Box::pin(serve_static(
+                    path,
+                    request,
+                    self.config.cache_control.clone(),
+                )),
+            },
+            Route::Script(script) => {
+                request.extensions_mut().insert(script);
+                Kind::Inner {
+                    future: self.inner.call(request),
+                }
+            }
+        };
+        ResponseFuture { kind }
+    }
+}
+
+async fn serve_static<ReqBody: Send + 'static>(
+    path: PathBuf,
+    request: Request<ReqBody>,
+    cache_control: Option<HeaderValue>,
+) -> Response<ServeFileSystemResponseBody> {
+    let Ok(mut response) = ServeFile::new(path).oneshot(request).await;
+    let cacheable = response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED;
+    if let (Some(value), true) = (cache_control, cacheable) {
+        response.headers_mut().insert(header::CACHE_CONTROL, value);
+    }
+    response
+}
+
+/// A short plain-text answer (`404 Not Found`), marked for [`crate::layer::ErrorPagesLayer`].
+fn status_response(status: StatusCode) -> Response<Bytes> {
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut response = Response::new(Bytes::from(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response.extensions_mut().insert(crate::ServerGenerated);
+    response
+}
+
+/// `301` to the directory's slashed URL.
+fn redirect(location: &str) -> Response<Bytes> {
+    let mut response = status_response(StatusCode::MOVED_PERMANENTLY);
+    match HeaderValue::try_from(location) {
+        Ok(value) => {
+            response.headers_mut().insert(header::LOCATION, value);
+            response
+        }
+        Err(_) => status_response(StatusCode::BAD_REQUEST),
+    }
+}
+
+type StaticFuture = Pin<Box<dyn Future<Output = Response<ServeFileSystemResponseBody>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// The response future of [`TryFiles`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Ready { response: Option<Response<Bytes>> },
+        Static { future: StaticFuture },
+        Inner { #[pin] future: F },
+    }
+}
+
+impl<F, ResBody> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, Infallible>>,
+{
+    type Output = Result<Response<TryFilesBody<ResBody>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let response = match self.project().kind.project() {
+            KindProj::Ready { response } => {
+                let response = response.take().expect("polled after completion");
+                response.map(TryFilesBody::fixed)
+            }
+            KindProj::Static { future } => {
+                let response = std::task::ready!(future.as_mut().poll(cx));
+                response.map(TryFilesBody::file)
+            }
+            KindProj::Inner { future } => {
+                let Ok(response) = std::task::ready!(future.poll(cx));
+                response.map(TryFilesBody::inner)
+            }
+        };
+        Poll::Ready(Ok(response))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response body of [`TryFiles`]: a file, the inner service's body, or empty.
+    pub struct TryFilesBody<B> {
+        #[pin]
+        kind: BodyKind<B>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = BodyProj]
+    enum BodyKind<B> {
+        Static { #[pin] body: ServeFileSystemResponseBody },
+        Inner { #[pin] body: B },
+        Fixed { data: Option<Bytes> },
+    }
+}
+
+impl<B> TryFilesBody<B> {
+    fn file(body: ServeFileSystemResponseBody) -> Self {
+        TryFilesBody {
+            kind: BodyKind::Static { body },
+        }
+    }
+
+    fn inner(body: B) -> Self {
+        TryFilesBody {
+            kind: BodyKind::Inner { body },
+        }
+    }
+
+    fn fixed(data: Bytes) -> Self {
+        TryFilesBody {
+            kind: BodyKind::Fixed { data: Some(data) },
+        }
+    }
+}
+
+impl<B> Body for TryFilesBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project().kind.project() {
+            BodyProj::Static { body } => body.poll_frame(cx).map_err(Into::into),
+            BodyProj::Inner { body } => body.poll_frame(cx).map_err(Into::into),
+            BodyProj::Fixed { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Static { body } => body.is_end_stream(),
+            BodyKind::Inner { body } => body.is_end_stream(),
+            BodyKind::Fixed { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Static { body } => body.size_hint(),
+            BodyKind::Inner { body } => body.size_hint(),
+            BodyKind::Fixed { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}
