@@ -22,6 +22,22 @@ async fn open(
     proto: Proto,
     path: &str,
 ) -> (StreamingResponse, tokio::task::JoinHandle<()>) {
+    open_with(addr, proto, path, &[]).await
+}
+
+/// [`open`] with request headers.
+async fn open_with(
+    addr: std::net::SocketAddr,
+    proto: Proto,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StreamingResponse, tokio::task::JoinHandle<()>) {
+    let with_headers = |mut request: http::request::Builder| {
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request
+    };
     let io = TokioIo::new(TcpStream::connect(addr).await.unwrap());
     match proto {
         Proto::Http1 => {
@@ -29,7 +45,7 @@ async fn open(
             let driver = tokio::spawn(async move {
                 let _ = conn.await;
             });
-            let request = Request::get(path)
+            let request = with_headers(Request::get(path))
                 .header("host", addr.to_string())
                 .body(Empty::<bytes::Bytes>::new())
                 .unwrap();
@@ -43,7 +59,7 @@ async fn open(
             let driver = tokio::spawn(async move {
                 let _ = conn.await;
             });
-            let request = Request::get(format!("http://{addr}{path}"))
+            let request = with_headers(Request::get(format!("http://{addr}{path}")))
                 .body(Empty::<bytes::Bytes>::new())
                 .unwrap();
             (sender.send_request(request).await.unwrap(), driver)
@@ -166,6 +182,76 @@ async fn server_sent_events_arrive_in_order_as_the_script_sleeps() {
             );
         }
     }
+}
+
+/// The whole stack (compression included) over the fixtures, one worker.
+async fn stack_server() -> TestServer {
+    TestServer::serve(
+        PoolConfig {
+            workers: 1,
+            ..PoolConfig::default()
+        },
+        |pool| {
+            tokio_php::stack::build(&common::stack_config(), TestServer::php_service(pool)).unwrap()
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_request_gets_events_unbuffered_and_uncompressed() {
+    let server = stack_server().await;
+    let sse = [("accept", "text/event-stream"), ("accept-encoding", "br")];
+    for proto in BOTH {
+        let token = format!("{}{:?}", std::process::id(), proto).to_lowercase();
+        let path = format!("/sse_by_accept.php?token={token}");
+        let (response, _driver) = open_with(server.addr, proto, &path, &sse).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers()["content-type"].to_str().unwrap();
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "{proto:?}: {content_type}"
+        );
+        assert!(
+            !response.headers().contains_key("content-encoding"),
+            "{proto:?}: events are never compressed"
+        );
+        let mut body = response.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(
+            &first[..],
+            b"data: first\n\n",
+            "{proto:?}: the first event arrives without flush() while the script waits"
+        );
+        std::fs::write(
+            std::env::temp_dir().join(format!("tokio_php_sse_{token}")),
+            b"",
+        )
+        .unwrap();
+        let rest = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&rest[..], b"data: second\n\n", "{proto:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_s_own_content_type_wins_over_an_event_stream_accept() {
+    let server = stack_server().await;
+    let token = format!("{}json", std::process::id());
+    std::fs::write(
+        std::env::temp_dir().join(format!("tokio_php_sse_{token}")),
+        b"",
+    )
+    .unwrap();
+    let sse = [("accept", "text/event-stream")];
+    let path = format!("/sse_by_accept.php?json=1&token={token}");
+    let (response, _driver) = open_with(server.addr, Proto::Http1, &path, &sse).await;
+    assert_eq!(response.headers()["content-type"], "application/json");
+    // Without the Accept header, PHP's own default stays.
+    let (response, _driver) = open(server.addr, Proto::Http1, "/index.php").await;
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/html; charset=UTF-8"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -174,10 +174,15 @@ impl PhpRequest {
             }
         }
 
-        let ini = parts
-            .extensions
-            .get::<PhpIni>()
-            .map(|entries| c_string(entries.to_ini_text()))
+        let mut ini_text = String::new();
+        if accepts_event_stream(&parts.headers) {
+            ini_text.push_str(EVENT_STREAM_INI);
+        }
+        if let Some(entries) = parts.extensions.get::<PhpIni>() {
+            ini_text.push_str(&entries.to_ini_text()); // after ours: a layer's settings win
+        }
+        let ini = (!ini_text.is_empty())
+            .then(|| c_string(ini_text))
             .transpose()?;
 
         Ok(PhpRequest {
@@ -234,6 +239,31 @@ impl PhpRequest {
             ctx,
         }
     }
+}
+
+/// php.ini for a request that asked for Server-Sent Events (`Accept: text/event-stream`): the
+/// response is an event stream unless the script says otherwise, and every `echo` reaches the
+/// client at once, without `flush()` — no output buffer, PHP's implicit flush on.
+const EVENT_STREAM_INI: &str =
+    "default_mimetype=\"text/event-stream\"\noutput_buffering=0\nimplicit_flush=1\n";
+
+/// Whether `Accept` lists `text/event-stream` (with a non-zero q-value), as `EventSource` sends.
+fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|range| {
+            let mut params = range.split(';').map(str::trim);
+            let media_type = params.next().unwrap_or_default();
+            let refused = params.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            media_type.eq_ignore_ascii_case("text/event-stream") && !refused
+        })
 }
 
 fn optional_ptr(s: &Option<CString>) -> *mut std::ffi::c_char {
