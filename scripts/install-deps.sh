@@ -13,6 +13,8 @@ PACKAGES=(
   # test peers: promtool (Debian's prometheus package) validates /metrics, nginx + php-fpm are
   # the reference the differential test compares with; openssl makes dev certificates
   prometheus nginx php8.2-fpm openssl
+  # test peer: the WordPress test (tests/wordpress.rs) runs its own private MariaDB server
+  mariadb-server mariadb-client
 )
 
 missing=()

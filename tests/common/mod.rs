@@ -2,6 +2,7 @@
 //! ephemeral loopback ports, and real HTTP/1.1 and h2c clients.
 #![allow(dead_code)]
 
+pub mod mariadb;
 pub mod process;
 
 use std::net::SocketAddr;

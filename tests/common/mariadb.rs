@@ -1,0 +1,258 @@
+//! A private MariaDB server for one test: its own data directory and Unix socket in a temporary
+//! directory, no TCP port, killed when dropped. `scripts/install-deps.sh` installs it.
+#![allow(dead_code)]
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// How long the server may take to answer its first ping.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A running `mariadbd` with one database and one user (with a password) allowed everything on
+/// it, reachable only through [`MariaDb::socket`].
+pub struct MariaDb {
+    child: Child,
+    client: PathBuf,
+    pub socket: PathBuf,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+    // Dropped after the server was killed (fields drop after `Drop::drop`).
+    dir: TempDir,
+}
+
+impl MariaDb {
+    /// Creates a data directory, starts the server and waits (bounded) until it answers, then
+    /// creates the database and the user. Panics, saying how to install MariaDB, when it is
+    /// missing.
+    pub fn start() -> MariaDb {
+        let install_db = find_program(&["mariadb-install-db", "mysql_install_db"]);
+        let server = find_program(&["mariadbd", "mysqld"]);
+        let admin = find_program(&["mariadb-admin", "mysqladmin"]);
+        let client = find_program(&["mariadb", "mysql"]);
+
+        // A short path: Unix socket paths are limited to about 100 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("tokio_php-mariadb.")
+            .tempdir_in("/tmp")
+            .expect("a temporary directory for MariaDB");
+        let datadir = dir.path().join("data");
+        let socket = dir.path().join("mysql.sock");
+        let error_log = dir.path().join("error.log");
+        // mariadbd refuses to run as root unless told to; tests here usually run as root.
+        let as_root = std::fs::metadata(dir.path()).unwrap().uid() == 0;
+
+        // Small buffers and no fsync per commit: a throwaway server that starts in well under a
+        // second and installs WordPress quickly.
+        let tuning = [
+            "--innodb-buffer-pool-size=16M",
+            "--innodb-log-file-size=8M",
+            "--innodb-flush-log-at-trx-commit=0",
+            "--innodb-doublewrite=0",
+            "--skip-name-resolve",
+            "--character-set-server=utf8mb4",
+            "--collation-server=utf8mb4_unicode_ci",
+        ];
+
+        let mut install = Command::new(&install_db);
+        install
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", datadir.display()))
+            // root@localhost with a (still empty) password rather than unix_socket auth, so the
+            // set-up below works whichever OS user runs the test.
+            .arg("--auth-root-authentication-method=normal")
+            .arg("--skip-test-db")
+            .args(tuning);
+        if as_root {
+            install.arg("--user=root");
+        }
+        let output = run_bounded(&mut install, STARTUP_DEADLINE);
+        assert!(
+            output.status.success(),
+            "{} failed ({}):\n{}{}",
+            install_db.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+
+        let mut command = Command::new(&server);
+        command
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", datadir.display()))
+            .arg(format!("--socket={}", socket.display()))
+            .arg("--skip-networking")
+            .arg(format!(
+                "--pid-file={}",
+                dir.path().join("mariadb.pid").display()
+            ))
+            .arg(format!("--log-error={}", error_log.display()))
+            .arg(format!("--tmpdir={}", dir.path().display()))
+            .args(tuning)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if as_root {
+            command.arg("--user=root");
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
+        let mut db = MariaDb {
+            child,
+            client,
+            socket,
+            database: "tokio_php".into(),
+            user: "tokio_php".into(),
+            password: "tokio_php-test-password".into(),
+            dir,
+        };
+
+        // Ready when a ping over the socket succeeds; a server that exits instead fails at once
+        // with its log.
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        loop {
+            if let Some(status) = db.child.try_wait().unwrap() {
+                panic!(
+                    "mariadbd exited during startup ({status}); its log:\n{}",
+                    db.error_log()
+                );
+            }
+            if db.socket.exists() {
+                let ping = run_bounded(
+                    Command::new(&admin)
+                        .arg("--no-defaults")
+                        .arg(format!("--socket={}", db.socket.display()))
+                        .arg("--user=root")
+                        .arg("--connect-timeout=2")
+                        .arg("ping"),
+                    Duration::from_secs(5),
+                );
+                if ping.status.success() {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mariadbd did not answer a ping within {STARTUP_DEADLINE:?}; its log:\n{}",
+                db.error_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+
+        let setup = format!(
+            "CREATE DATABASE `{db_name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+             CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}';
+             GRANT ALL PRIVILEGES ON `{db_name}`.* TO '{user}'@'localhost';",
+            db_name = db.database,
+            user = db.user,
+            password = db.password,
+        );
+        db.sql_as_root(&setup);
+        db
+    }
+
+    /// Runs SQL as MariaDB's root over the socket; panics with the client's error.
+    pub fn sql_as_root(&self, sql: &str) -> String {
+        let output = run_bounded(
+            Command::new(&self.client)
+                .arg("--no-defaults")
+                .arg(format!("--socket={}", self.socket.display()))
+                .arg("--user=root")
+                .arg("--batch")
+                .arg("--skip-column-names")
+                .arg("-e")
+                .arg(sql),
+            Duration::from_secs(30),
+        );
+        assert!(
+            output.status.success(),
+            "SQL failed ({}): {sql}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The server's error log so far.
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        // The data is thrown away: no need for a clean shutdown.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The first of `names` found on PATH or in the sbin directories (where Debian puts `mariadbd`,
+/// often missing from a user's PATH). Panics saying how to install it.
+fn find_program(names: &[&str]) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .collect();
+    for name in names {
+        for dir in &dirs {
+            let candidate = dir.join(name);
+            if is_executable(&candidate) {
+                return candidate;
+            }
+        }
+    }
+    panic!(
+        "MariaDB is not installed: none of {names:?} found on PATH or in /usr/sbin. \
+         scripts/install-deps.sh installs mariadb-server and mariadb-client (the test peers)."
+    );
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
+}
+
+/// Runs a command to completion with captured output, killing it past `limit`.
+pub fn run_bounded(command: &mut Command, limit: Duration) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    // Read both pipes on threads so a chatty command cannot block on a full pipe.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut buf);
+        buf
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stderr, &mut buf);
+        buf
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
