@@ -142,7 +142,7 @@ fn try_candidate(
     if !candidate.directory {
         // `$uri` never names a directory, and a file asked for as `file/` does not exist.
         return (meta.is_file() && !expanded.ends_with('/'))
-            .then(|| file_route(&segments, real, None));
+            .then(|| file_route(root, &segments, real, None));
     }
     if !meta.is_dir() {
         return None;
@@ -180,7 +180,7 @@ fn fallback_target(root: &DocumentRoot, segments: &[String], path: &str, args: &
         return script_at(root, segments, Some(args));
     }
     match root.confined(segments) {
-        Some((real, meta)) if meta.is_file() => file_route(segments, real, Some(args)),
+        Some((real, meta)) if meta.is_file() => file_route(root, segments, real, Some(args)),
         Some((_, meta)) if meta.is_dir() && path.ends_with('/') => {
             directory_index(root, segments, Some(args))
         }
@@ -198,7 +198,7 @@ fn directory_index(root: &DocumentRoot, dir: &[String], query: Option<&str>) -> 
     let script = with(INDEX_SCRIPT);
     if let Some((real, meta)) = root.confined(&script) {
         if meta.is_file() {
-            return file_route(&script, real, query);
+            return file_route(root, &script, real, query);
         }
     }
     match existing_file(root, &with(INDEX_PAGE)) {
@@ -207,14 +207,20 @@ fn directory_index(root: &DocumentRoot, dir: &[String], query: Option<&str>) -> 
     }
 }
 
-/// A found file: a script runs, anything else is served.
-fn file_route(segments: &[String], real: PathBuf, query: Option<&str>) -> Route {
+/// A found file: a script runs, anything else is served. A script keeps the path it was found
+/// at, as nginx's `$document_root$fastcgi_script_name` gives `SCRIPT_FILENAME`.
+fn file_route(
+    root: &DocumentRoot,
+    segments: &[String],
+    real: PathBuf,
+    query: Option<&str>,
+) -> Route {
     if !segments.last().is_some_and(|name| name.ends_with(".php")) {
         return Route::Static(real);
     }
     Route::Script(Script {
         script_name: join_url_path(segments),
-        filename: real,
+        filename: root.path().join(segments.join("/")),
         path_info: String::new(),
         query_string: query.map(str::to_string),
     })
@@ -343,7 +349,9 @@ mod tests {
         assert_eq!(go("/missing.php", ""), Route::Status(StatusCode::NOT_FOUND));
 
         assert_eq!(static_name(go("/css/site.css", "")), "site.css");
-        assert_eq!(script(go("/app/", "")).script_name, "/app/index.php");
+        let index = script(go("/app/", ""));
+        assert_eq!(index.script_name, "/app/index.php");
+        assert_eq!(index.filename, root.path().join("app/index.php"));
         assert_eq!(static_name(go("/docs/", "")), "index.html");
         assert_eq!(go("/app", "k=v"), Route::Redirect("/app/?k=v".into()));
         assert_eq!(go("/empty/", ""), Route::Status(StatusCode::FORBIDDEN));
