@@ -283,6 +283,68 @@ async fn a_front_controller_gets_everything_but_static_files() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_files_runs_the_fallback_and_still_refuses_hidden_and_escaping_paths() {
+    let server = server(StackConfig {
+        try_files: Some("$uri $uri/ /front.php?$args".parse().unwrap()),
+        ..config()
+    })
+    .await;
+    for proto in BOTH {
+        let routed = json(&server.get(proto, "/blog/42?x=1").await);
+        assert_eq!(routed["script_name"], "/front.php", "{proto:?}");
+        assert_eq!(routed["path_info"], "");
+        assert_eq!(routed["request_uri"], "/blog/42?x=1");
+        assert_eq!(routed["query"]["x"], "1");
+        assert_eq!(
+            text(&server.get(proto, "/index.php").await),
+            "index of /index.php",
+            "{proto:?}: an existing script runs itself"
+        );
+        assert_eq!(text(&server.get(proto, "/style.css").await), "body{}\n");
+        let redirect = server.get(proto, "/sub?a=b").await;
+        assert_eq!(redirect.status(), StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(redirect.headers()["location"], "/sub/?a=b");
+        for hidden in ["/.env", "/%2eenv", "/sub/.env", "/.git/config"] {
+            let response = server.get(proto, hidden).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::NOT_FOUND,
+                "{proto:?} {hidden}"
+            );
+            assert!(!text(&response).contains("SECRET"), "{hidden}");
+        }
+        for escape in [
+            "/../front.php",
+            "/sub/../.env",
+            "/%2e%2e/x",
+            "/..%2fx",
+            "/a%00b",
+            "/a%5cb",
+        ] {
+            let response = server.get(proto, escape).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::FORBIDDEN,
+                "{proto:?} {escape}"
+            );
+        }
+        for missing in ["/missing.php", "/missing.php/x"] {
+            let response = server.get(proto, missing).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::NOT_FOUND,
+                "{proto:?} {missing}"
+            );
+        }
+        assert_eq!(
+            json(&server.get(proto, "/after/the/attacks").await)["script_name"],
+            "/front.php",
+            "{proto:?}: the next request is served"
+        );
+    }
+}
+
 #[test]
 fn a_missing_front_controller_stops_startup() {
     let Err(error) = stack::build::<_, (), _>(
