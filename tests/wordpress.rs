@@ -171,6 +171,19 @@ async fn wordpress_installs_logs_in_publishes_and_serves_pretty_permalinks() {
         admin.cookies.keys().collect::<Vec<_>>()
     );
 
+    // The dashboard: `/wp-admin` is sent to its slash, `/wp-admin/` runs the directory's
+    // index.php through the `$uri/` candidate.
+    let response = admin.get("/wp-admin").await;
+    site.check(
+        &response,
+        StatusCode::MOVED_PERMANENTLY,
+        "",
+        "GET /wp-admin",
+    );
+    assert_eq!(location(&response), "/wp-admin/");
+    let response = admin.get("/wp-admin/").await;
+    site.check(&response, StatusCode::OK, "Dashboard", "GET /wp-admin/");
+
     // Pretty permalinks through the real admin form.
     let response = admin.get("/wp-admin/options-permalink.php").await;
     site.check(
