@@ -83,7 +83,8 @@ binary="$repo/target/release/tokio_php"
 echo "bench: starting peers ($workers workers each)" >&2
 LISTEN_ADDR=127.0.0.1:$tokio_port DOCUMENT_ROOT=$here/www PHP_WORKERS=$workers RUST_LOG=warn "$binary" &
 pids+=($!)
-LISTEN_ADDR=127.0.0.1:$stub_port USE_STUB=1 RUST_LOG=warn "$binary" &
+# The same root, so the stub sits behind the same routing and only PHP is missing.
+LISTEN_ADDR=127.0.0.1:$stub_port DOCUMENT_ROOT=$here/www USE_STUB=1 RUST_LOG=warn "$binary" &
 pids+=($!)
 render "$here/php-fpm.conf.in" "$run/php-fpm.conf"
 php-fpm8.2 -R -F -y "$run/php-fpm.conf" &
