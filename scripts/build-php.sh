@@ -3,6 +3,9 @@
 #
 # Prints the path of the resulting `php-config` on its last line of stdout.
 #
+#   scripts/build-php.sh --source    only fetch and unpack PHP's sources (php-src's own tests run
+#                                    against the server from them); prints their directory
+#
 #   PHP_CONFIG=/path/to/php-config   use your own ZTS PHP (8.2-8.4) instead of building one
 #   TOKIO_PHP_CACHE=/dir             cache root (default: ${XDG_CACHE_HOME:-$HOME/.cache}/tokio_php)
 #   PHP_BUILD_JOBS=N                 parallel make jobs (default: number of cores)
@@ -37,7 +40,14 @@ check_php_config() {
   fi
 }
 
-if [ -n "${PHP_CONFIG:-}" ]; then
+source_only=false
+if [ "${1:-}" = "--source" ]; then
+  source_only=true
+elif [ $# -gt 0 ]; then
+  die "unknown argument $1 (the only one is --source)"
+fi
+
+if [ -n "${PHP_CONFIG:-}" ] && ! $source_only; then
   check_php_config "$PHP_CONFIG"
   echo "$PHP_CONFIG"
   exit 0
@@ -87,7 +97,7 @@ CONFIGURE_FLAGS=(
 flags_id=$(printf '%s\n' "${CONFIGURE_FLAGS[@]}" | sha256sum | cut -c1-16)
 marker="$prefix/.tokio_php-build-complete"
 
-if [ -f "$marker" ] && [ "$(cat "$marker")" = "$flags_id" ] && [ -x "$prefix/bin/php-config" ]; then
+if ! $source_only && [ -f "$marker" ] && [ "$(cat "$marker")" = "$flags_id" ] && [ -x "$prefix/bin/php-config" ]; then
   echo "$prefix/bin/php-config"
   exit 0
 fi
@@ -146,6 +156,10 @@ fetch_source() {
 }
 
 src=$(fetch_source)
+if $source_only; then
+  echo "$src"
+  exit 0
+fi
 log "building PHP in $src -> $prefix (make -j$jobs; about 10 minutes on 2 cores)"
 cd "$src"
 if [ ! -f Makefile ] || [ "$(cat .tokio_php-configured 2>/dev/null)" != "$flags_id" ]; then

@@ -349,12 +349,24 @@ fn placeholders(text: &[u8]) -> String {
     out
 }
 
-/// Where build-php.sh unpacked PHP's sources, if it did.
-pub fn php_source_tests(dir: &str) -> Option<PathBuf> {
-    let cache = std::env::var_os("TOKIO_PHP_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("tokio_php")))
-        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/tokio_php")))?;
-    let path = cache.join("src/php-src").join(dir);
-    path.is_dir().then_some(path)
+/// A directory of PHP's own sources (`tests/basic`, …), unpacked by `scripts/build-php.sh
+/// --source` — already there after the local PHP build, fetched now when PHP came from
+/// `PHP_CONFIG`. Fails, saying why, when they cannot be had.
+pub fn php_source_tests(dir: &str) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-php.sh");
+    let output = std::process::Command::new(&script)
+        .arg("--source")
+        .output()
+        .unwrap_or_else(|e| panic!("{} --source: {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "PHP's sources (for php-src's own tests) could not be fetched by {} --source \
+         (it needs Debian's php8.2 source package through apt): {}",
+        script.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let path = Path::new(stdout.lines().last().unwrap_or_default().trim()).join(dir);
+    assert!(path.is_dir(), "{} is not in PHP's sources", path.display());
+    path
 }
