@@ -30,6 +30,24 @@ pub use stub::StubService;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerGenerated;
 
+/// A response the server answers by itself: `404 Not Found\n` as plain text, marked
+/// [`ServerGenerated`] so error pages may replace it.
+pub(crate) fn plain_status_response(status: http::StatusCode) -> http::Response<bytes::Bytes> {
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    );
+    let mut response = http::Response::new(bytes::Bytes::from(text));
+    *response.status_mut() = status;
+    response.extensions_mut().insert(ServerGenerated);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
 /// Errors from bodies and services, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

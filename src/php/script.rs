@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use percent_encoding::percent_decode;
 
 /// The name tried in directories.
-const INDEX_SCRIPT: &str = "index.php";
+pub(crate) const INDEX_SCRIPT: &str = "index.php";
 
 /// A canonical document root.
 #[derive(Debug, Clone)]

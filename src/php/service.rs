@@ -19,7 +19,7 @@ use super::request::{PhpRequest, ServerIdentity};
 use super::response::PhpBody;
 use super::script::{DocumentRoot, Resolution, Script};
 use crate::layer::Deadline;
-use crate::{BoxError, ConnInfo, ServerGenerated};
+use crate::{BoxError, ConnInfo};
 
 /// Settings of a [`PhpService`].
 #[derive(Debug, Clone)]
@@ -218,19 +218,7 @@ fn body_error_response(error: BodyError) -> Response<PhpBody> {
 
 /// A short plain-text error, e.g. `413 Payload Too Large`.
 pub(crate) fn error_response(status: StatusCode) -> Response<PhpBody> {
-    let text = format!(
-        "{} {}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("Error")
-    );
-    let mut response = Response::new(PhpBody::full(text));
-    *response.status_mut() = status;
-    response.extensions_mut().insert(ServerGenerated);
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+    crate::plain_status_response(status).map(PhpBody::full)
 }
 
 fn overloaded_response() -> Response<PhpBody> {

@@ -158,7 +158,7 @@ where
         );
         let kind = match route {
             Route::Status(status) => Kind::Ready {
-                response: Some(status_response(status)),
+                response: Some(crate::plain_status_response(status)),
             },
             Route::Redirect(location) => Kind::Ready {
                 response: Some(redirect(&location)),
@@ -194,32 +194,15 @@ async fn serve_static<ReqBody: Send + 'static>(
     response
 }
 
-/// A short plain-text answer (`404 Not Found`), marked for [`crate::layer::ErrorPagesLayer`].
-fn status_response(status: StatusCode) -> Response<Bytes> {
-    let text = format!(
-        "{} {}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    let mut response = Response::new(Bytes::from(text));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response.extensions_mut().insert(crate::ServerGenerated);
-    response
-}
-
 /// `301` to the directory's slashed URL.
 fn redirect(location: &str) -> Response<Bytes> {
-    let mut response = status_response(StatusCode::MOVED_PERMANENTLY);
+    let mut response = crate::plain_status_response(StatusCode::MOVED_PERMANENTLY);
     match HeaderValue::try_from(location) {
         Ok(value) => {
             response.headers_mut().insert(header::LOCATION, value);
             response
         }
-        Err(_) => status_response(StatusCode::BAD_REQUEST),
+        Err(_) => crate::plain_status_response(StatusCode::BAD_REQUEST),
     }
 }
 

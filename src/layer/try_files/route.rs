@@ -8,11 +8,11 @@ use http::StatusCode;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use super::rule::{Candidate, Fallback, TryFilesRule, Vars};
-use crate::php::script::{decode_segments, join_url_path, split_segments};
+use crate::php::script::{decode_segments, join_url_path, split_segments, INDEX_SCRIPT};
 use crate::php::{DocumentRoot, Resolution, Script};
 
-/// Files a directory is served by, in order (nginx's `index index.php index.html`).
-const INDEX_SCRIPT: &str = "index.php";
+/// Files a directory is served by, in order (nginx's `index index.php index.html`):
+/// [`INDEX_SCRIPT`], then this page.
 const INDEX_PAGE: &str = "index.html";
 
 /// What decides where requests go.
