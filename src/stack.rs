@@ -11,7 +11,7 @@
 //! ProfileLayer        PROFILE=1: X-Profile-* timings on request
 //! RateLimitLayer      RATE_LIMIT>0: 429 per client IP
 //! ErrorPagesLayer     ERROR_PAGES_DIR: HTML pages for empty / server-generated errors
-//! CompressionLayer    brotli for text-like bodies
+//! CompressionLayer    zstd / brotli / gzip for text-like bodies
 //! TryFilesLayer       static files | PHP | TRY_FILES rule or INDEX_FILE front controller
 //! TimeoutLayer        REQUEST_TIMEOUT: 504 and the script stopped; heartbeat-extendable
 //!   inner service     PhpService (or StubService with USE_STUB=1)

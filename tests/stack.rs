@@ -137,22 +137,55 @@ fn brotli_decode(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Decodes a body by its Content-Encoding, with the reference decoders.
+fn decode(response: &http::Response<bytes::Bytes>) -> Vec<u8> {
+    use std::io::Read;
+    let data = &response.body()[..];
+    match response
+        .headers()
+        .get("content-encoding")
+        .map(|v| v.to_str().unwrap())
+    {
+        Some("br") => brotli_decode(data),
+        Some("zstd") => zstd::stream::decode_all(data).unwrap(),
+        Some("gzip") => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(data)
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        }
+        None => data.to_vec(),
+        Some(other) => panic!("unexpected content-encoding {other}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn php_output_is_brotli_compressed_when_accepted() {
+async fn php_output_is_compressed_with_what_the_client_accepts() {
     let server = server(config()).await;
     for proto in BOTH {
         let plain = server.get(proto, "/page.php").await;
         assert!(plain.headers().get("content-encoding").is_none());
         assert_eq!(plain.headers()["vary"], "accept-encoding");
 
-        let request = get("/page.php")
-            .header("accept-encoding", "gzip, br")
-            .body(empty())
-            .unwrap();
-        let compressed = send(server.addr, proto, request).await;
-        assert_eq!(compressed.headers()["content-encoding"], "br", "{proto:?}");
-        assert!(compressed.body().len() < plain.body().len() / 4);
-        assert_eq!(brotli_decode(compressed.body()), plain.body().to_vec());
+        for (accept, expected) in [
+            ("gzip, deflate, br, zstd", "zstd"),
+            ("gzip, br", "br"),
+            ("gzip, deflate", "gzip"),
+        ] {
+            let request = get("/page.php")
+                .header("accept-encoding", accept)
+                .body(empty())
+                .unwrap();
+            let compressed = send(server.addr, proto, request).await;
+            assert_eq!(
+                compressed.headers()["content-encoding"],
+                expected,
+                "{proto:?} {accept}"
+            );
+            assert!(compressed.body().len() < plain.body().len() / 4);
+            assert_eq!(decode(&compressed), plain.body().to_vec(), "{accept}");
+        }
 
         let request = get("/large.php")
             .header("accept-encoding", "br")

@@ -21,7 +21,7 @@
 //!     .layer(ProfileLayer::new())                             // PROFILE=1
 //!     .layer(RateLimitLayer::new(100, Duration::from_secs(60))) // RATE_LIMIT / RATE_WINDOW
 //!     .layer(ErrorPagesLayer::from_dir("www/errors")?)        // ERROR_PAGES_DIR
-//!     .layer(CompressionLayer::new())                         // brotli
+//!     .layer(CompressionLayer::new())                         // zstd / br / gzip
 //!     .layer(TryFilesLayer::new(root.clone()).with_cache_ttl(Some(Duration::from_secs(86400)))) // STATIC_CACHE_TTL, INDEX_FILE
 //!     .layer(TimeoutLayer::new(Duration::from_secs(120)))     // REQUEST_TIMEOUT
 //!     .service(PhpService::new(&pool, PhpServiceConfig::new(root)));
@@ -39,7 +39,7 @@
 //! | [`ProfileLayer`] | `X-Profile: 1` → `X-Profile-*` timing headers |
 //! | [`RateLimitLayer`] | per-client-IP limit (governor) → `429`, `X-RateLimit-*` |
 //! | [`ErrorPagesLayer`] | HTML pages for browsers on empty or server-generated errors |
-//! | [`CompressionLayer`] | brotli for text-like bodies (tower-http) |
+//! | [`CompressionLayer`] | zstd, brotli or gzip for text-like bodies, level by size |
 //! | [`TryFilesLayer`] | static files, PHP, or a front controller |
 //! | [`TimeoutLayer`] | `504` at the deadline and the script stopped; `tokio_request_heartbeat()` extends it |
 //!
@@ -62,7 +62,7 @@ pub mod trace_context;
 pub mod try_files;
 
 pub use access_log::{AccessLog, AccessLogBody, AccessLogLayer};
-pub use compression::{Compressible, CompressionLayer};
+pub use compression::{Compression, CompressionBody, CompressionLayer};
 pub use error_pages::{ErrorPages, ErrorPagesLayer};
 pub use metrics::{MetricsLayer, MetricsService};
 pub use otel::{Otel, OtelLayer};
