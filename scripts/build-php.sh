@@ -11,7 +11,10 @@
 #   PHP_BUILD_JOBS=N                 parallel make jobs (default: number of cores)
 #
 # The build is a no-op once the prefix is complete: the marker file records the exact configure
-# flags, so changing them below triggers a rebuild.
+# flags, compiler flags and patches, so changing any of them triggers a rebuild.
+#
+# scripts/php-patches/*.patch are applied to the pristine sources in order (each file says what
+# it changes and why): they remove costs a thread-safe PHP 8.2 pays and php-fpm's build does not.
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -57,6 +60,9 @@ cache=${TOKIO_PHP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tokio_php}
 prefix="$cache/php-8.2-zts"
 jobs=${PHP_BUILD_JOBS:-$(nproc)}
 
+# Compiler flags; docs/benchmarks.md has what each candidate measured.
+PHP_CFLAGS="-g -O2"
+
 # Extensions are listed explicitly so a build never silently lacks one an app expects.
 CONFIGURE_FLAGS=(
   --prefix="$prefix"
@@ -94,7 +100,9 @@ CONFIGURE_FLAGS=(
   --enable-sockets
   --enable-exif
 )
-flags_id=$(printf '%s\n' "${CONFIGURE_FLAGS[@]}" | sha256sum | cut -c1-16)
+PATCHES=("$here"/php-patches/*.patch)
+patches_id=$(cat "${PATCHES[@]}" | sha256sum | cut -c1-16)
+flags_id=$({ printf '%s\n' "${CONFIGURE_FLAGS[@]}" "CFLAGS=$PHP_CFLAGS"; echo "$patches_id"; } | sha256sum | cut -c1-16)
 marker="$prefix/.tokio_php-build-complete"
 
 if ! $source_only && [ -f "$marker" ] && [ "$(cat "$marker")" = "$flags_id" ] && [ -x "$prefix/bin/php-config" ]; then
@@ -140,19 +148,30 @@ fetch_source() {
   local src_root="$cache/src"
   mkdir -p "$src_root"
   local tarball
-  tarball=$(ls "$src_root"/php8.2_*.orig.tar.* 2>/dev/null | head -n1 || true)
+  tarball=$(ls "$src_root"/php8.2_*.orig.tar.* 2>/dev/null | grep -v '\.asc$' | head -n1 || true)
   if [ -z "$tarball" ]; then
     ensure_deb_src
     download_source "$src_root"
-    tarball=$(ls "$src_root"/php8.2_*.orig.tar.* | head -n1)
+    tarball=$(ls "$src_root"/php8.2_*.orig.tar.* | grep -v '\.asc$' | head -n1)
   fi
   local dir="$src_root/php-src"
-  if [ ! -f "$dir/configure" ]; then
+  # A tree patched with other patches (or none) is unpacked again: patches apply to pristine files.
+  if [ ! -f "$dir/configure" ] || [ "$(cat "$dir/.tokio_php-patched" 2>/dev/null)" != "$patches_id" ]; then
     rm -rf "$dir"
     mkdir -p "$dir"
     tar -xf "$tarball" -C "$dir" --strip-components=1
+    apply_patches "$dir"
   fi
   echo "$dir"
+}
+
+apply_patches() {
+  local dir=$1 patch
+  for patch in "${PATCHES[@]}"; do
+    log "applying $(basename "$patch")"
+    patch -d "$dir" -p1 --forward --quiet <"$patch" >&2 || die "$(basename "$patch") does not apply to $(basename "$tarball")"
+  done
+  echo "$patches_id" >"$dir/.tokio_php-patched"
 }
 
 src=$(fetch_source)
@@ -163,7 +182,7 @@ fi
 log "building PHP in $src -> $prefix (make -j$jobs; about 10 minutes on 2 cores)"
 cd "$src"
 if [ ! -f Makefile ] || [ "$(cat .tokio_php-configured 2>/dev/null)" != "$flags_id" ]; then
-  ./configure "${CONFIGURE_FLAGS[@]}" >configure.log 2>&1 || { tail -n 40 configure.log >&2; die "configure failed (see $src/configure.log)"; }
+  CFLAGS="$PHP_CFLAGS" ./configure "${CONFIGURE_FLAGS[@]}" >configure.log 2>&1 || { tail -n 40 configure.log >&2; die "configure failed (see $src/configure.log)"; }
   echo "$flags_id" >.tokio_php-configured
 fi
 make -j"$jobs" >make.log 2>&1 || { tail -n 40 make.log >&2; die "make failed (see $src/make.log)"; }
