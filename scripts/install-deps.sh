@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Installs the Debian packages needed to build PHP (ZTS) and tokio_php itself.
+# Installs the Debian packages needed to build PHP (ZTS) and tokio_php itself, and the peers the
+# tests and the benchmark run against.
 # Idempotent: apt is only touched when a package is missing.
 set -euo pipefail
 
 PACKAGES=(
   # toolchain for PHP and the C shim
-  build-essential pkg-config autoconf bison re2c dpkg-dev xz-utils
+  build-essential pkg-config autoconf bison re2c dpkg-dev xz-utils patch
   # bindgen loads libclang at build time
   libclang-dev
   # libraries behind the PHP extensions real apps expect
@@ -15,6 +16,9 @@ PACKAGES=(
   prometheus nginx php8.2-fpm openssl
   # test peer: the WordPress test (tests/wordpress.rs) runs its own private MariaDB server
   mariadb-server mariadb-client
+  # benchmark peers (bench/compare.sh): wrk loads nginx + php-fpm, Apache + mod_php and
+  # tokio_php; Debian's PHP runs WordPress on MariaDB through php8.2-mysql; python3 draws the chart
+  wrk curl apache2 libapache2-mod-php8.2 php8.2-opcache php8.2-mysql python3
 )
 
 missing=()
