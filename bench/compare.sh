@@ -12,6 +12,7 @@
 #   QUICK=1        ROUNDS=1 DURATION=1s WARMUP=1s: proves the benchmark works, measures little
 #   TOKIO_PHP_BIN=/path   measure this binary instead of building target/release/tokio_php
 #   UPDATE_DOCS=1  copy the results into docs/benchmarks.md and docs/benchmarks.svg
+#   RESULTS_DIR=/dir   where the results go (default: bench/results)
 #   TOKIO_PORT=18181 STUB_PORT=18182 NGINX_PORT=18183 APACHE_PORT=18184
 #   TOKIO_WP_PORT=18185 NGINX_WP_PORT=18186 APACHE_WP_PORT=18187
 #
@@ -814,7 +815,7 @@ if has_workload wordpress; then install_wordpress; fi
 : >"$run/responses.tsv"
 for workload in "${workloads[@]}"; do check_workload "$workload"; done
 
-results_root=$here/results
+results_root=${RESULTS_DIR:-$here/results}
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 results=$results_root/$stamp
 mkdir -p "$results"

@@ -1,0 +1,88 @@
+//! `make bench` keeps working: `bench/compare.sh` in its short form (`QUICK=1`: one round of one
+//! second per workload and target) runs every workload — hello, the PHP-built page plain and
+//! compressed, the CPU script and WordPress on its own MariaDB — against every peer (nginx +
+//! php-fpm, Apache + mod_php, the stub) and this build of the binary, on loopback ports chosen
+//! here. The script itself fails on any error response, on peers that answer differently and on
+//! a missing peer (naming the package); this test checks that it succeeded and that its summary
+//! has a row for every workload and target.
+//!
+//! The figures of such a short run mean nothing and are not looked at.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+mod common;
+
+const PORT_VARIABLES: [&str; 7] = [
+    "TOKIO_PORT",
+    "STUB_PORT",
+    "NGINX_PORT",
+    "APACHE_PORT",
+    "TOKIO_WP_PORT",
+    "NGINX_WP_PORT",
+    "APACHE_WP_PORT",
+];
+
+/// Free loopback ports, found by binding them (and released just before the script binds them).
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+#[test]
+fn the_benchmark_runs_every_workload_against_every_peer() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let results = tempfile::tempdir().unwrap();
+    let mut command = Command::new(repo.join("bench/compare.sh"));
+    command
+        .env("QUICK", "1")
+        .env("TOKIO_PHP_BIN", env!("CARGO_BIN_EXE_tokio_php"))
+        .env("RESULTS_DIR", results.path())
+        .env_remove("UPDATE_DOCS")
+        .env_remove("WORKLOADS");
+    for (variable, port) in PORT_VARIABLES.iter().zip(free_ports(PORT_VARIABLES.len())) {
+        command.env(variable, port.to_string());
+    }
+    let output = common::mariadb::run_bounded(&mut command, Duration::from_secs(600));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "bench/compare.sh failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    let summary = std::fs::read_to_string(results.path().join("latest/summary.tsv"))
+        .expect("the run wrote its summary");
+    let all = &["tokio_php", "nginx+php-fpm", "apache+mod_php"][..];
+    for (workload, targets) in [
+        (
+            "hello",
+            &["tokio_php", "stub", "nginx+php-fpm", "apache+mod_php"][..],
+        ),
+        ("page", all),
+        ("page-compressed", &["tokio_php", "nginx+php-fpm"]),
+        ("cpu", all),
+        ("wordpress", all),
+    ] {
+        for target in targets {
+            assert!(
+                summary.lines().any(|line| {
+                    let mut fields = line.split('\t');
+                    fields.next() == Some(workload) && fields.next() == Some(target)
+                }),
+                "no {workload} row for {target} in:\n{summary}"
+            );
+        }
+    }
+    assert!(
+        results.path().join("latest/chart.svg").is_file(),
+        "the chart was drawn"
+    );
+}
