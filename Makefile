@@ -1,5 +1,5 @@
 # tokio_php — `make run` serves www/ on :8080, `make test` runs every check.
-# Both build a thread-safe PHP first if none is cached (about 10 minutes, once).
+# Both build a thread-safe PHP first if none is cached (10-15 minutes, once).
 
 CARGO ?= cargo
 LISTEN_ADDR ?= 0.0.0.0:8080

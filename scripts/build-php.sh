@@ -9,6 +9,7 @@
 #   PHP_CONFIG=/path/to/php-config   use your own ZTS PHP (8.2-8.4) instead of building one
 #   TOKIO_PHP_CACHE=/dir             cache root (default: ${XDG_CACHE_HOME:-$HOME/.cache}/tokio_php)
 #   PHP_BUILD_JOBS=N                 parallel make jobs (default: number of cores)
+#   PHP_PGO=0                        one plain build instead of the profile-guided one (half the time)
 #
 # The build is a no-op once the prefix is complete: the marker file records the exact configure
 # flags, compiler flags and patches, so changing any of them triggers a rebuild.
@@ -62,6 +63,9 @@ jobs=${PHP_BUILD_JOBS:-$(nproc)}
 
 # Compiler flags; docs/benchmarks.md has what each candidate measured.
 PHP_CFLAGS="-g -O2"
+# Profile-guided optimisation: PHP is built instrumented, runs the training scripts through
+# libphp (scripts/php-pgo/train.c), and is built again with the profile (page.php +14 %).
+PHP_PGO=${PHP_PGO:-1}
 
 # Extensions are listed explicitly so a build never silently lacks one an app expects.
 CONFIGURE_FLAGS=(
@@ -102,7 +106,11 @@ CONFIGURE_FLAGS=(
 )
 PATCHES=("$here"/php-patches/*.patch)
 patches_id=$(cat "${PATCHES[@]}" | sha256sum | cut -c1-16)
-flags_id=$({ printf '%s\n' "${CONFIGURE_FLAGS[@]}" "CFLAGS=$PHP_CFLAGS"; echo "$patches_id"; } | sha256sum | cut -c1-16)
+pgo_id=none
+if [ "$PHP_PGO" = 1 ]; then
+  pgo_id=$(cat "$here/php-pgo/train.c" "$here"/../bench/www/{hello,page,cpu}.php | sha256sum | cut -c1-16)
+fi
+flags_id=$({ printf '%s\n' "${CONFIGURE_FLAGS[@]}" "CFLAGS=$PHP_CFLAGS" "PGO=$pgo_id"; echo "$patches_id"; } | sha256sum | cut -c1-16)
 marker="$prefix/.tokio_php-build-complete"
 
 if ! $source_only && [ -f "$marker" ] && [ "$(cat "$marker")" = "$flags_id" ] && [ -x "$prefix/bin/php-config" ]; then
@@ -148,11 +156,11 @@ fetch_source() {
   local src_root="$cache/src"
   mkdir -p "$src_root"
   local tarball
-  tarball=$(ls "$src_root"/php8.2_*.orig.tar.* 2>/dev/null | grep -v '\.asc$' | head -n1 || true)
+  tarball=$(ls "$src_root"/php8.2_*.orig.tar.?z 2>/dev/null | head -n1 || true)
   if [ -z "$tarball" ]; then
     ensure_deb_src
     download_source "$src_root"
-    tarball=$(ls "$src_root"/php8.2_*.orig.tar.* | grep -v '\.asc$' | head -n1)
+    tarball=$(ls "$src_root"/php8.2_*.orig.tar.?z | head -n1)
   fi
   local dir="$src_root/php-src"
   # A tree patched with other patches (or none) is unpacked again: patches apply to pristine files.
@@ -179,13 +187,53 @@ if $source_only; then
   echo "$src"
   exit 0
 fi
-log "building PHP in $src -> $prefix (make -j$jobs; about 10 minutes on 2 cores)"
+log "building PHP in $src -> $prefix (make -j$jobs; 10-15 minutes on 2 cores, half without PGO)"
 cd "$src"
 if [ ! -f Makefile ] || [ "$(cat .tokio_php-configured 2>/dev/null)" != "$flags_id" ]; then
   CFLAGS="$PHP_CFLAGS" ./configure "${CONFIGURE_FLAGS[@]}" >configure.log 2>&1 || { tail -n 40 configure.log >&2; die "configure failed (see $src/configure.log)"; }
   echo "$flags_id" >.tokio_php-configured
 fi
-make -j"$jobs" >make.log 2>&1 || { tail -n 40 make.log >&2; die "make failed (see $src/make.log)"; }
+# The training run: tokio_php's benchmark scripts and php-src's own, as requests through libphp
+# with OPcache on, with and without the JIT (the interpreter runs what the JIT does not compile).
+train_php() {
+  local train="$src/.tokio_php-train" ini
+  cc -O2 -D_GNU_SOURCE -o "$train" "$here/php-pgo/train.c" \
+    -I. -Imain -IZend -ITSRM -Iext -Isapi/embed -Iext/date/lib \
+    -L.libs -lphp -Wl,-rpath,"$src/.libs" || return 1
+  ini=$(mktemp -d)
+  printf 'zend_extension=%s/modules/opcache.so\nopcache.enable=1\nopcache.file_update_protection=0\n' "$src" >"$ini/train.ini"
+  local scripts="$here/../bench/www"
+  PHP_INI_SCAN_DIR=$ini "$train" 200 "$scripts/page.php" "$scripts/hello.php" >/dev/null &&
+    PHP_INI_SCAN_DIR=$ini "$train" 10 "$scripts/cpu.php" >/dev/null &&
+    PHP_INI_SCAN_DIR=$ini "$train" 1 Zend/bench.php >/dev/null &&
+    printf 'opcache.jit=tracing\nopcache.jit_buffer_size=64M\n' >>"$ini/train.ini" &&
+    PHP_INI_SCAN_DIR=$ini "$train" 300 "$scripts/page.php" "$scripts/hello.php" >/dev/null &&
+    PHP_INI_SCAN_DIR=$ini "$train" 30 "$scripts/cpu.php" >/dev/null &&
+    PHP_INI_SCAN_DIR=$ini "$train" 1 Zend/bench.php Zend/micro_bench.php >/dev/null
+  local status=$?
+  rm -rf "$ini"
+  return $status
+}
+
+make_php() {
+  local log=$1
+  shift
+  make -j"$jobs" "$@" all >"$log" 2>&1 || { tail -n 40 "$log" >&2; die "make failed (see $src/$log)"; }
+}
+
+if [ "$PHP_PGO" = 1 ]; then
+  # Value profiling stays off: its per-function hook reads a thread-local variable, which crashes
+  # when glibc runs PHP's ifunc resolvers while it is still relocating libphp.so.
+  make prof-clean >/dev/null 2>&1 || true
+  find . -name '*.gcda' -delete
+  make_php make-instrumented.log PROF_FLAGS="-fprofile-generate -fno-profile-values"
+  log "training run (profile-guided build)"
+  train_php || die "the PGO training run failed (PHP_PGO=0 builds without it)"
+  make prof-clean >/dev/null 2>&1
+  make_php make.log PROF_FLAGS="-fprofile-use -fprofile-partial-training -Wno-missing-profile"
+else
+  make_php make.log
+fi
 rm -rf "$prefix"
 make install >install.log 2>&1 || { tail -n 40 install.log >&2; die "make install failed (see $src/install.log)"; }
 mkdir -p "$prefix/etc/conf.d"
