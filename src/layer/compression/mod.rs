@@ -41,7 +41,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tower::{BoxError, Layer, Service};
@@ -245,8 +245,8 @@ fn is_compressible_type(headers: &HeaderMap) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase())
-        .is_some_and(|t| COMPRESSIBLE_TYPES.contains(&t.as_str()))
+        .map(str::trim)
+        .is_some_and(|t| COMPRESSIBLE_TYPES.iter().any(|c| c.eq_ignore_ascii_case(t)))
 }
 
 fn wants_prompt_delivery<B>(response: &Response<B>) -> bool {
@@ -328,7 +328,7 @@ impl<B> std::fmt::Debug for CompressionBody<B> {
 
 impl<B> Body for CompressionBody<B>
 where
-    B: Body,
+    B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
     type Data = Bytes;
@@ -339,16 +339,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().kind.project() {
-            KindProj::Identity { inner } => {
-                let frame = ready!(inner.poll_frame(cx));
-                Poll::Ready(frame.map(|frame| {
-                    frame
-                        .map(|frame| {
-                            frame.map_data(|mut data| data.copy_to_bytes(data.remaining()))
-                        })
-                        .map_err(Into::into)
-                }))
-            }
+            KindProj::Identity { inner } => inner.poll_frame(cx).map_err(Into::into),
             KindProj::Rejected { text } => Poll::Ready(text.take().map(|t| Ok(Frame::data(t)))),
             KindProj::Encoded {
                 mut inner,
@@ -361,10 +352,7 @@ where
                 };
                 let produced = match ready!(inner.as_mut().poll_frame(cx)) {
                     Some(Ok(frame)) => match frame.into_data() {
-                        Ok(mut data) => {
-                            let data = data.copy_to_bytes(data.remaining());
-                            active.compress(&data, *flush_each_frame)?
-                        }
+                        Ok(data) => active.compress(&data, *flush_each_frame)?,
                         Err(frame) => {
                             *trailers = frame.into_trailers().ok();
                             continue;
