@@ -3,7 +3,9 @@
 //! For each request, in order:
 //!
 //! 1. A path with a dot-segment (`/.env`, `/.git/config`, `/app/.htaccess`) → `404`; only
-//!    `/.well-known/` is served. A path that tries to leave the root → `403`.
+//!    `/.well-known/` is served. A name that holds PHP source or a copy of it (`x.php.bak`,
+//!    `x.php~`, `.x.php.swp`, `*.orig`, `*.inc`, `*.phtml`, …) → `404`. A path that tries to
+//!    leave the root → `403`. A file asked for with a trailing slash (`/style.css/`) is no file.
 //! 2. A path naming a PHP script (`*.php`, or `*.php/…` with `PATH_INFO`) runs it (`404` if it
 //!    does not exist) — nginx's `location ~ \.php(/|$)`. PHP sources are never served as files.
 //! 3. Otherwise the [`TryFilesRule`]'s candidates are tried in order (`TRY_FILES`, e.g.

@@ -55,11 +55,11 @@ pub(super) fn route(root: &DocumentRoot, mode: &Mode, path: &str, query: &str) -
     let Some(segments) = decode_segments(path) else {
         return Route::Status(StatusCode::FORBIDDEN);
     };
-    if is_hidden(&segments) {
+    if is_hidden(&segments) || segments.last().is_some_and(|name| looks_like_source(name)) {
         return Route::Status(StatusCode::NOT_FOUND);
     }
     match mode {
-        Mode::FrontController(front) => front_controller(root, front, &segments),
+        Mode::FrontController(front) => front_controller(root, front, &segments, path),
         // A path naming a script runs it, whatever the rule: nginx's `location ~ \.php(/|$)`
         // with `fastcgi_split_path_info` takes such requests before `location /`.
         Mode::Rule(_) if names_script(&segments) => script_at(root, &segments, None),
@@ -101,7 +101,12 @@ pub(super) fn check_fallback(root: &DocumentRoot, rule: &TryFilesRule) -> io::Re
     }
 }
 
-fn front_controller(root: &DocumentRoot, front: &Script, segments: &[String]) -> Route {
+fn front_controller(
+    root: &DocumentRoot,
+    front: &Script,
+    segments: &[String],
+    request_path: &str,
+) -> Route {
     let path = join_url_path(segments);
     let direct = path == front.script_name
         || path
@@ -110,7 +115,9 @@ fn front_controller(root: &DocumentRoot, front: &Script, segments: &[String]) ->
     if direct {
         return Route::Status(StatusCode::NOT_FOUND);
     }
-    if !names_script(segments) {
+    // `file/` names no file (nginx's `$uri` test fails with ENOTDIR), so the script runs.
+    let names_file = !request_path.ends_with('/');
+    if names_file && !names_script(segments) {
         if let Some(file) = existing_file(root, segments) {
             return Route::Static(file);
         }
@@ -268,6 +275,22 @@ pub(super) fn is_hidden(segments: &[String]) -> bool {
         .any(|(i, s)| s.starts_with('.') && !(i == 0 && s == ".well-known"))
 }
 
+/// Names that hold PHP source or an editor's or deploy's copy of it (`x.php.bak`, `x.php~`,
+/// `.x.php.swp`, `config.inc`, `page.phtml`): never served as files, whatever the rule, since
+/// they would disclose code and credentials. php-fpm setups deny them with an nginx `location`.
+pub(super) fn looks_like_source(name: &str) -> bool {
+    const SOURCE_AND_BACKUP_EXTENSIONS: [&str; 21] = [
+        "bak", "backup", "old", "orig", "save", "sav", "swp", "swo", "swn", "tmp", "rej", "inc",
+        "phtml", "phps", "php3", "php4", "php5", "php7", "php8", "pht", "phar",
+    ];
+    let lower = name.to_ascii_lowercase();
+    let extension = lower.rsplit_once('.').map_or("", |(_, ext)| ext);
+    lower.ends_with('~')
+        || (lower.starts_with('#') && lower.ends_with('#'))
+        || lower.contains(".php.")
+        || SOURCE_AND_BACKUP_EXTENSIONS.contains(&extension)
+}
+
 fn names_script(segments: &[String]) -> bool {
     segments.iter().any(|s| s.ends_with(".php"))
 }
@@ -293,6 +316,14 @@ mod tests {
             ".env",
             ".git/config",
             ".well-known/security.txt",
+            "other.php.bak",
+            "other.php~",
+            "#other.php#",
+            ".other.php.swp",
+            "app/config.INC",
+            "page.phtml",
+            "other.php.save",
+            "other.php.orig",
         ] {
             std::fs::write(root.join(file), "x").unwrap();
         }
@@ -471,6 +502,60 @@ mod tests {
         }
         assert_eq!(
             route(&root, &mode, "/.env", ""),
+            Route::Status(StatusCode::NOT_FOUND)
+        );
+    }
+
+    #[test]
+    fn sources_and_backups_are_never_served() {
+        let (_dir, root) = fixture();
+        let modes = [
+            rule_mode("$uri $uri/ /index.php?$args"),
+            rule_mode("$uri $uri/ =404"),
+            Mode::FrontController(root.front_controller("index.php").unwrap()),
+        ];
+        for mode in &modes {
+            for path in [
+                "/other.php.bak",
+                "/other.php.bak/",
+                "/other.php~",
+                "/%23other.php%23",
+                "/.other.php.swp",
+                "/app/config.INC",
+                "/page.phtml",
+                "/other.php.save",
+                "/other.php.orig",
+            ] {
+                assert_eq!(
+                    route(&root, mode, path, ""),
+                    Route::Status(StatusCode::NOT_FOUND),
+                    "{path} in {mode:?}"
+                );
+            }
+        }
+        for name in [
+            "site.css",
+            "index.html",
+            "report.pdf",
+            "php.png",
+            "inc.js",
+            "a.phpx",
+        ] {
+            assert!(!looks_like_source(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_file_asked_for_with_a_trailing_slash_is_not_served() {
+        let (_dir, root) = fixture();
+        let front = Mode::FrontController(root.front_controller("index.php").unwrap());
+        assert_eq!(
+            script(route(&root, &front, "/css/site.css/", "")).script_name,
+            "/index.php"
+        );
+        let files_only = rule_mode("$uri $uri/ =404");
+        assert_eq!(
+            route(&root, &files_only, "/css/site.css/", ""),
             Route::Status(StatusCode::NOT_FOUND)
         );
     }
