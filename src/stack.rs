@@ -11,6 +11,7 @@
 //! ProfileLayer        PROFILE=1: X-Profile-* timings on request
 //! RateLimitLayer      RATE_LIMIT>0: 429 per client IP
 //! ErrorPagesLayer     ERROR_PAGES_DIR: HTML pages for empty / server-generated errors
+//! ValidateRequestLayer 400 for a bad Host / Transfer-Encoding (RFC 9112); OPTIONS *
 //! CompressionLayer    zstd / brotli / gzip for text-like bodies
 //! TryFilesLayer       static files | PHP | TRY_FILES rule or INDEX_FILE front controller
 //! TimeoutLayer        REQUEST_TIMEOUT: 504 and the script stopped; heartbeat-extendable
@@ -44,6 +45,7 @@ use crate::layer::try_files::TryFilesRule;
 use crate::layer::{
     AccessLogLayer, CompressionLayer, ErrorPagesLayer, MetricsLayer, OtelLayer, ProfileLayer,
     RateLimitLayer, RequestIdLayer, TimeoutLayer, TraceContextLayer, TryFilesLayer,
+    ValidateRequestLayer,
 };
 use crate::php::DocumentRoot;
 use crate::telemetry::Metrics;
@@ -152,11 +154,17 @@ where
     let mut service = match &config.document_root {
         Some(root) => boxed(
             ServiceBuilder::new()
+                .layer(ValidateRequestLayer::new())
                 .layer(CompressionLayer::new())
                 .layer(try_files(config, root)?)
                 .service(handler),
         ),
-        None => boxed(CompressionLayer::new().layer(handler)),
+        None => boxed(
+            ServiceBuilder::new()
+                .layer(ValidateRequestLayer::new())
+                .layer(CompressionLayer::new())
+                .service(handler),
+        ),
     };
     if let Some(error_pages) = &config.error_pages {
         service = boxed(error_pages.layer(service));

@@ -21,6 +21,7 @@
 //!     .layer(ProfileLayer::new())                             // PROFILE=1
 //!     .layer(RateLimitLayer::new(100, Duration::from_secs(60))) // RATE_LIMIT / RATE_WINDOW
 //!     .layer(ErrorPagesLayer::from_dir("www/errors")?)        // ERROR_PAGES_DIR
+//!     .layer(ValidateRequestLayer::new())                     // Host, Transfer-Encoding, OPTIONS *
 //!     .layer(CompressionLayer::new())                         // zstd / br / gzip
 //!     .layer(TryFilesLayer::new(root.clone()).with_cache_ttl(Some(Duration::from_secs(86400)))) // STATIC_CACHE_TTL, INDEX_FILE
 //!     .layer(TimeoutLayer::new(Duration::from_secs(120)))     // REQUEST_TIMEOUT
@@ -39,6 +40,7 @@
 //! | [`ProfileLayer`] | `X-Profile: 1` → `X-Profile-*` timing headers |
 //! | [`RateLimitLayer`] | per-client-IP limit (governor) → `429`, `X-RateLimit-*` |
 //! | [`ErrorPagesLayer`] | HTML pages for browsers on empty or server-generated errors |
+//! | [`ValidateRequestLayer`] | `400` for a missing, repeated or invalid `Host`, `501`/`400` for bad `Transfer-Encoding`; `OPTIONS *` |
 //! | [`CompressionLayer`] | zstd, brotli or gzip for text-like bodies, level by size |
 //! | [`TryFilesLayer`] | static files, PHP, or a front controller |
 //! | [`TimeoutLayer`] | `504` at the deadline and the script stopped; `tokio_request_heartbeat()` extends it |
@@ -60,6 +62,7 @@ mod span_header;
 pub mod timeout;
 pub mod trace_context;
 pub mod try_files;
+pub mod validate_request;
 
 pub use access_log::{AccessLog, AccessLogBody, AccessLogLayer};
 pub use compression::{Compression, CompressionBody, CompressionLayer};
@@ -73,3 +76,4 @@ pub use span_header::SpanHeaderFuture;
 pub use timeout::{Deadline, Timeout, TimeoutLayer};
 pub use trace_context::{TraceContext, TraceContextLayer, TraceContextService};
 pub use try_files::{TryFiles, TryFilesBody, TryFilesLayer};
+pub use validate_request::{ValidateRequest, ValidateRequestLayer};

@@ -17,7 +17,8 @@
 //!    answers. Without a rule the server behaves as `$uri $uri/ =404`.
 //!
 //! Static files are served by tower-http's `ServeFile`: the right Content-Type, `ETag` and
-//! `Last-Modified` with `304` answers to `If-None-Match` / `If-Modified-Since`, `Range` → `206`,
+//! `Last-Modified` with `304` answers to `If-None-Match` / `If-Modified-Since`, `Range` → `206`
+//! (several ranges → the whole file, `200`),
 //! `HEAD`, and `Cache-Control: public, max-age=…` when a cache TTL is set.
 //!
 //! A strict front controller ([`TryFilesLayer::with_index_file`], `INDEX_FILE`) replaces steps
@@ -188,12 +189,28 @@ async fn serve_static<ReqBody: Send + 'static>(
     request: Request<ReqBody>,
     cache_control: Option<HeaderValue>,
 ) -> Response<ServeFileSystemResponseBody> {
+    let request = without_multiple_ranges(request);
     let Ok(mut response) = ServeFile::new(path).oneshot(request).await;
     let cacheable = response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED;
     if let (Some(value), true) = (cache_control, cacheable) {
         response.headers_mut().insert(header::CACHE_CONTROL, value);
     }
     response
+}
+
+/// Several ranges would need a `multipart/byteranges` answer, which `ServeFile` refuses with
+/// `416`; a server may ignore `Range` (RFC 9110 §14.2), so such a request gets the whole file.
+fn without_multiple_ranges<B>(mut request: Request<B>) -> Request<B> {
+    let several = request
+        .headers()
+        .get_all(header::RANGE)
+        .iter()
+        .enumerate()
+        .any(|(i, value)| i > 0 || value.as_bytes().contains(&b','));
+    if several {
+        request.headers_mut().remove(header::RANGE);
+    }
+    request
 }
 
 /// `301` to the directory's slashed URL.
