@@ -2,7 +2,8 @@
 //! runtime, then the service served until SIGINT/SIGTERM.
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use tokio_php::otel::OtelExport;
@@ -40,7 +41,15 @@ fn run(config: &Config) -> Result<(), String> {
     if config.use_stub {
         tracing::info!("USE_STUB=1: answering every request with an empty 200, PHP not started");
         let internal = internal_state(config, &stack_config, &serve_config, None);
-        return serve(config, serve_config, stack_config, StubService, internal);
+        let drain_started = Arc::default();
+        return serve(
+            config,
+            serve_config,
+            stack_config,
+            StubService,
+            internal,
+            drain_started,
+        );
     }
     if !config.use_ext {
         tracing::info!(
@@ -73,10 +82,23 @@ fn run(config: &Config) -> Result<(), String> {
         },
     );
     let internal = internal_state(config, &stack_config, &serve_config, Some(pool.monitor()));
-    let served = serve(config, serve_config, stack_config, php, internal);
+    let drain_started = Arc::new(OnceLock::new());
+    let served = serve(
+        config,
+        serve_config,
+        stack_config,
+        php,
+        internal,
+        drain_started.clone(),
+    );
 
+    // One DRAIN_TIMEOUT_SECS budget for the whole shutdown: the PHP workers get what the
+    // connections' drain left of it (a Kubernetes grace period is sized on that one value).
     let drain = Duration::from_secs(config.drain_timeout_secs);
-    if !pool.shutdown(drain) {
+    let remaining = drain_started.get().map_or(drain, |started: &Instant| {
+        drain.saturating_sub(started.elapsed())
+    });
+    if !pool.shutdown(remaining) {
         tracing::warn!(
             "PHP workers still busy after the drain timeout; exiting without PHP shutdown"
         );
@@ -102,13 +124,15 @@ fn internal_state(
 
 /// Serves `inner` in the stack (and the internal server, when configured) until SIGTERM/SIGINT
 /// and the drain that follows. The internal server keeps answering during the drain (`/health`
-/// says `draining`) and stops last; the last spans are flushed before returning.
+/// says `draining`) and stops last; the last spans are flushed before returning. The signal's
+/// arrival is recorded in `drain_started`.
 fn serve<S, B>(
     config: &Config,
     serve_config: ServeConfig,
     mut stack_config: StackConfig,
     inner: S,
     internal: InternalState,
+    drain_started: Arc<OnceLock<Instant>>,
 ) -> Result<(), String>
 where
     S: tower::Service<
@@ -133,7 +157,13 @@ where
     };
     stack_config.otel = otel.as_ref().map(OtelExport::tracer);
     let service = stack::build(&stack_config, inner).map_err(|e| e.to_string())?;
-    let served = tokio.block_on(serve_until_signal(config, serve_config, service, internal));
+    let served = tokio.block_on(serve_until_signal(
+        config,
+        serve_config,
+        service,
+        internal,
+        drain_started,
+    ));
     if let Some(otel) = otel {
         otel.shutdown();
     }
@@ -145,6 +175,7 @@ async fn serve_until_signal(
     serve_config: ServeConfig,
     service: StackService<Incoming>,
     internal: InternalState,
+    drain_started: Arc<OnceLock<Instant>>,
 ) -> Result<(), String> {
     let listener = server::bind(config.listen_addr)
         .await
@@ -164,7 +195,11 @@ async fn serve_until_signal(
             )))
         }
     };
-    let served = server::serve(listener, service, serve_config, server::shutdown_signal())
+    let signal = async move {
+        server::shutdown_signal().await;
+        let _ = drain_started.set(Instant::now());
+    };
+    let served = server::serve(listener, service, serve_config, signal)
         .await
         .map_err(|e| format!("serving: {e}"));
     let _ = stop_internal.send(());

@@ -313,3 +313,47 @@ async fn the_internal_server_reports_health_config_and_draining() {
     assert_eq!(slow.await.unwrap().status(), StatusCode::OK);
     assert!(server.terminate().success());
 }
+
+/// Waits (bounded) until the internal `/metrics` reports `busy` busy PHP workers.
+async fn wait_for_busy_workers(server: &Server, busy: usize) {
+    let wanted = format!("tokio_php_php_workers_busy {busy}\n");
+    for _ in 0..500 {
+        if text(&internal_get(server, "/metrics").await).contains(&wanted) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never saw {wanted:?} in /metrics");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_takes_at_most_one_drain_timeout() {
+    let drain = Duration::from_secs(3);
+    let server = Server::start(
+        binary()
+            .env("PHP_WORKERS", "1")
+            .env("INTERNAL_ADDR", "127.0.0.1:0")
+            .env("DRAIN_TIMEOUT_SECS", drain.as_secs().to_string()),
+    );
+    // A script that outlives the drain: the connections' drain and the workers' drain used to
+    // wait one DRAIN_TIMEOUT_SECS each.
+    let addr = server.addr;
+    let stuck = tokio::spawn(async move {
+        common::raw_exchange(
+            addr,
+            b"GET /slow.php?ms=20000 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .await
+    });
+    wait_for_busy_workers(&server, 1).await;
+    let signalled = std::time::Instant::now();
+    let status = server.terminate();
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        took < drain + Duration::from_millis(1500),
+        "exited {took:?} after SIGTERM with DRAIN_TIMEOUT_SECS={}",
+        drain.as_secs()
+    );
+    stuck.abort();
+}
