@@ -221,6 +221,47 @@ async fn a_full_queue_answers_503_at_once_and_recovers() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_gave_up_free_their_queue_slots() {
+    let server = TestServer::start(
+        PoolConfig {
+            workers: 1,
+            queue_capacity: 2,
+            ..PoolConfig::default()
+        },
+        BodyLimits::default(),
+    )
+    .await;
+    for proto in BOTH {
+        let addr = server.addr;
+        let running = tokio::spawn(async move { send_get(addr, proto, "/slow.php?ms=1500").await });
+        server
+            .wait_for("the worker to be busy", |s| s.busy_workers == 1)
+            .await;
+        let gave_up: Vec<_> = (0..2)
+            .map(|_| tokio::spawn(async move { send_get(addr, proto, "/slow.php?ms=10").await }))
+            .collect();
+        server
+            .wait_for("two queued requests", |s| s.queued == 2)
+            .await;
+        for client in &gave_up {
+            client.abort(); // closes the connection (HTTP/1.1) or resets the stream (h2)
+        }
+        for client in gave_up {
+            assert!(client.await.unwrap_err().is_cancelled());
+        }
+
+        let after = server.get(proto, "/index.php").await;
+        assert_eq!(
+            after.status(),
+            StatusCode::OK,
+            "{proto:?}: {}",
+            text(&after)
+        );
+        assert_eq!(running.await.unwrap().status(), StatusCode::OK);
+    }
+}
+
 async fn send_get(addr: std::net::SocketAddr, proto: Proto, path: &str) -> http::Response<Bytes> {
     send(
         addr,

@@ -1,6 +1,7 @@
 //! The PHP worker pool: `workers` OS threads, each with its own ZTS context, pulling jobs from one
-//! bounded MPMC queue.
+//! bounded queue in which only requests whose client still waits count.
 
+use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::fmt;
 use std::io;
@@ -9,7 +10,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tokio::sync::oneshot;
 
 use super::ffi;
@@ -80,6 +80,13 @@ pub(crate) struct Job {
     pub(crate) parse_time: Duration,
 }
 
+impl Job {
+    /// The client left, or the request timed out, while it waited: nobody wants the answer.
+    fn is_abandoned(&self) -> bool {
+        self.reply.is_closed() || self.deadline.as_ref().is_some_and(Deadline::is_expired)
+    }
+}
+
 /// Why a job was not queued.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Rejected {
@@ -89,9 +96,91 @@ pub(crate) enum Rejected {
     Closed,
 }
 
+/// The jobs waiting for a worker. A job whose client gave up keeps no slot: when the queue looks
+/// full, abandoned jobs are dropped before a new one is refused.
+struct JobQueue {
+    state: Mutex<QueueState>,
+    job_added: Condvar,
+    capacity: usize,
+}
+
+struct QueueState {
+    jobs: VecDeque<Job>,
+    /// No new jobs; workers finish what is queued, then exit.
+    closed: bool,
+}
+
+impl JobQueue {
+    fn new(capacity: usize) -> Self {
+        JobQueue {
+            state: Mutex::new(QueueState {
+                jobs: VecDeque::with_capacity(capacity),
+                closed: false,
+            }),
+            job_added: Condvar::new(),
+            capacity,
+        }
+    }
+
+    fn push(&self, job: Job) -> Result<(), Rejected> {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return Err(Rejected::Closed);
+        }
+        let mut abandoned = VecDeque::new();
+        if state.jobs.len() >= self.capacity {
+            let (live, gone) = std::mem::take(&mut state.jobs)
+                .into_iter()
+                .partition(|job| !job.is_abandoned());
+            state.jobs = live;
+            abandoned = gone;
+        }
+        let queued = state.jobs.len() < self.capacity;
+        if queued {
+            state.jobs.push_back(job);
+        }
+        drop(state);
+        drop(abandoned); // their request bodies are freed outside the lock
+        if !queued {
+            return Err(Rejected::QueueFull);
+        }
+        self.job_added.notify_one();
+        Ok(())
+    }
+
+    /// The next job, waiting for one; `None` once the queue is closed and empty.
+    fn pop(&self) -> Option<Job> {
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                return Some(job);
+            }
+            if state.closed {
+                return None;
+            }
+            state = self
+                .job_added
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn close(&self) {
+        lock(&self.state).closed = true;
+        self.job_added.notify_all();
+    }
+
+    fn is_closed(&self) -> bool {
+        lock(&self.state).closed
+    }
+
+    fn len(&self) -> usize {
+        lock(&self.state).jobs.len()
+    }
+}
+
 struct Shared {
-    jobs: Receiver<Job>,
-    stop: Receiver<()>,
+    queue: JobQueue,
     output: OutputSettings,
     busy: AtomicUsize,
     live: Mutex<usize>,
@@ -103,24 +192,20 @@ struct Shared {
 /// The submitting side, shared by every clone of the service.
 #[derive(Clone)]
 pub(crate) struct Submitter {
-    jobs: Sender<Job>,
     shared: Arc<Shared>,
 }
 
 impl fmt::Debug for Submitter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Submitter")
-            .field("queued", &self.jobs.len())
+            .field("queued", &self.shared.queue.len())
             .finish()
     }
 }
 
 impl Submitter {
     pub(crate) fn try_submit(&self, job: Job) -> Result<(), Rejected> {
-        self.jobs.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => Rejected::QueueFull,
-            TrySendError::Disconnected(_) => Rejected::Closed,
-        })
+        self.shared.queue.push(job)
     }
 
     pub(crate) fn stats(&self) -> PoolStats {
@@ -128,8 +213,8 @@ impl Submitter {
             workers: self.shared.workers,
             busy_workers: self.shared.busy.load(Ordering::Relaxed),
             live_workers: *lock(&self.shared.live),
-            queued: self.jobs.len(),
-            queue_capacity: self.jobs.capacity().unwrap_or(0),
+            queued: self.shared.queue.len(),
+            queue_capacity: self.shared.queue.capacity,
             fatal_errors: self.shared.fatal_errors.load(Ordering::Relaxed),
         }
     }
@@ -169,7 +254,6 @@ pub struct PoolStats {
 /// the queued requests are done.
 pub struct PhpPool {
     submitter: Submitter,
-    stop: Option<Sender<()>>,
     workers: usize,
     queue_capacity: usize,
 }
@@ -188,11 +272,8 @@ impl PhpPool {
     pub fn start(config: PoolConfig) -> io::Result<PhpPool> {
         let workers = config.effective_workers();
         let queue_capacity = config.effective_queue_capacity();
-        let (job_tx, job_rx) = crossbeam_channel::bounded(queue_capacity);
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
         let shared = Arc::new(Shared {
-            jobs: job_rx,
-            stop: stop_rx,
+            queue: JobQueue::new(queue_capacity),
             output: OutputSettings {
                 chunk_size: config.chunk_size.max(1),
                 buffer_limit: config.output_buffer_limit.max(1),
@@ -210,11 +291,7 @@ impl PhpPool {
         }
         tracing::info!(workers, queue_capacity, "PHP worker pool started");
         Ok(PhpPool {
-            submitter: Submitter {
-                jobs: job_tx,
-                shared,
-            },
-            stop: Some(stop_tx),
+            submitter: Submitter { shared },
             workers,
             queue_capacity,
         })
@@ -248,8 +325,8 @@ impl PhpPool {
 
     /// Lets the workers finish the queued requests, then stops them and waits (up to `timeout`)
     /// for every thread to exit. Returns whether all did.
-    pub fn shutdown(mut self, timeout: Duration) -> bool {
-        self.stop.take();
+    pub fn shutdown(self, timeout: Duration) -> bool {
+        self.submitter.shared.queue.close();
         let live = lock(&self.submitter.shared.live);
         let (live, result) = self
             .submitter
@@ -259,6 +336,12 @@ impl PhpPool {
             .unwrap_or_else(|e| e.into_inner());
         drop(live);
         !result.timed_out()
+    }
+}
+
+impl Drop for PhpPool {
+    fn drop(&mut self) {
+        self.submitter.shared.queue.close();
     }
 }
 
@@ -332,9 +415,9 @@ fn worker_main(id: usize, shared: Arc<Shared>) {
     let handle = Arc::new(ThreadHandle(handle));
     let mut state = ThreadState::Healthy;
     let mut request_seq = 0u64;
-    while let Some(job) = next_job(&shared) {
-        if job.reply.is_closed() || job.deadline.as_ref().is_some_and(Deadline::is_expired) {
-            continue; // the client left, or the request timed out, while it was queued
+    while let Some(job) = shared.queue.pop() {
+        if job.is_abandoned() {
+            continue;
         }
         request_seq += 1;
         shared.busy.fetch_add(1, Ordering::Relaxed);
@@ -348,10 +431,7 @@ fn worker_main(id: usize, shared: Arc<Shared>) {
     unsafe { ffi::tp_thread_stop(handle.0.as_ptr()) };
     drop(handle);
 
-    let stopping = matches!(
-        shared.stop.try_recv(),
-        Err(crossbeam_channel::TryRecvError::Disconnected)
-    );
+    let stopping = shared.queue.is_closed();
     if matches!(state, ThreadState::Unusable) && !stopping {
         tracing::warn!(
             worker = id,
@@ -362,14 +442,6 @@ fn worker_main(id: usize, shared: Arc<Shared>) {
         }
     }
     worker_exited(&shared);
-}
-
-/// The next job; after shutdown is signalled, drains what is queued, then `None`.
-fn next_job(shared: &Shared) -> Option<Job> {
-    crossbeam_channel::select_biased! {
-        recv(shared.jobs) -> job => job.ok(),
-        recv(shared.stop) -> _ => shared.jobs.try_recv().ok(),
-    }
 }
 
 fn run_job(job: Job, shared: &Shared, thread: &Arc<ThreadHandle>, request_seq: u64) -> ThreadState {
