@@ -373,6 +373,13 @@ static void tp_sapi_ini_defaults(HashTable *configuration_hash)
     TP_INI_DEFAULT("variables_order", "GPCS");
     TP_INI_DEFAULT("request_order", "GP");
     TP_INI_DEFAULT("output_buffering", "0");
+    /* One process serves every request: a script must not signal it, change its user, session or
+     * limits, or fork it (docs/security.md). php.ini's disable_functions replaces this list. */
+    TP_INI_DEFAULT("disable_functions",
+                   "posix_kill,posix_setuid,posix_setgid,posix_seteuid,posix_setegid,posix_setsid,"
+                   "posix_setpgid,posix_setrlimit,posix_initgroups,proc_nice,pcntl_fork,pcntl_exec,"
+                   "pcntl_signal,pcntl_alarm,pcntl_async_signals,pcntl_sigprocmask,pcntl_unshare,"
+                   "pcntl_setpriority");
     TP_INI_DEFAULT("implicit_flush", "0");
     /* OPcache's tracing JIT (docs/benchmarks.md: bench/www/cpu.php runs 2.7x faster, WordPress's
      * front page about 6 %). opcache.jit=off (PHP_INI_OPCACHE__JIT=off) turns it off. */

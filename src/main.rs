@@ -153,7 +153,10 @@ where
     // The OTLP exporter's batch task lives on this runtime.
     let otel = {
         let _entered = tokio.enter();
-        OtelExport::from_env()?
+        OtelExport::from_config(
+            &config.otel_exporter_otlp_endpoint,
+            &config.otel_service_name,
+        )?
     };
     stack_config.otel = otel.as_ref().map(OtelExport::tracer);
     let service = stack::build(&stack_config, inner).map_err(|e| e.to_string())?;

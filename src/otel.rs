@@ -1,8 +1,9 @@
 //! OpenTelemetry export: spans over OTLP/HTTP (protobuf), batched in the background.
 //!
-//! Enabled by the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`)
-//! variable; the exporter reads the other standard `OTEL_EXPORTER_OTLP_*` and `OTEL_BSP_*`
-//! variables itself. The service name is `OTEL_SERVICE_NAME`, or `tokio_php`.
+//! Enabled by the standard `OTEL_EXPORTER_OTLP_ENDPOINT` variable (or the
+//! `--otel-exporter-otlp-endpoint` flag, or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`); the exporter
+//! reads the other standard `OTEL_EXPORTER_OTLP_*` and `OTEL_BSP_*` variables itself. The service
+//! name is `OTEL_SERVICE_NAME` (or `--otel-service-name`), `tokio_php` by default.
 //!
 //! Spans keep the ids [`TraceContextLayer`] chose (and sent in `traceparent`, and logged): the
 //! tracer provider's id generator hands out ids preset for the span being built on this thread,
@@ -66,23 +67,22 @@ pub struct OtelExport {
 }
 
 impl OtelExport {
-    /// Starts exporting when an OTLP endpoint is configured in the environment; `None` otherwise.
-    /// Must run inside a tokio runtime (the batch exporter is a task on it).
-    pub fn from_env() -> Result<Option<OtelExport>, String> {
-        let configured = [
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        ]
-        .iter()
-        .any(|name| std::env::var(name).is_ok_and(|v| !v.is_empty()));
-        if !configured {
+    /// Starts exporting when an OTLP endpoint is configured: `endpoint` is the collector's base
+    /// URL (`OTEL_EXPORTER_OTLP_ENDPOINT` or `--otel-exporter-otlp-endpoint`; traces go to its
+    /// `/v1/traces`), unless the environment names a traces URL itself
+    /// (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, which wins as the OpenTelemetry spec says). `None`
+    /// when neither is set. Must run inside a tokio runtime (the batch exporter is a task on it).
+    pub fn from_config(endpoint: &str, service: &str) -> Result<Option<OtelExport>, String> {
+        let traces_url_in_env =
+            std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_ok_and(|v| !v.is_empty());
+        if traces_url_in_env {
+            return OtelExport::start(None, service).map(Some);
+        }
+        if endpoint.is_empty() {
             return Ok(None);
         }
-        let service = std::env::var("OTEL_SERVICE_NAME")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "tokio_php".into());
-        OtelExport::start(None, &service).map(Some)
+        let traces_url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+        OtelExport::start(Some(&traces_url), service).map(Some)
     }
 
     /// Exports to `endpoint` (the full traces URL, e.g. `http://collector:4318/v1/traces`;

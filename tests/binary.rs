@@ -357,3 +357,35 @@ async fn shutdown_takes_at_most_one_drain_timeout() {
     );
     stuck.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_cannot_signal_the_server_process() {
+    let mut server = Server::start(&mut binary());
+    let response = common::send(
+        server.addr,
+        Proto::Http1,
+        http::Request::get("/kill.php")
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let errors = server.wait_for_logs("error", 1);
+    assert!(
+        errors.iter().any(|e| e["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("undefined function posix_kill()"))),
+        "{errors:?}"
+    );
+    let next = common::send(
+        server.addr,
+        Proto::Http1,
+        http::Request::get("/index.php")
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(next.status(), StatusCode::OK);
+    assert!(server.child.try_wait().unwrap().is_none(), "still running");
+    assert!(server.terminate().success());
+}

@@ -227,3 +227,24 @@ async fn a_missing_or_stalled_collector_never_holds_requests_up() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_flags_configure_the_export_too() {
+    let (collector, received) = otlp_receiver().await;
+    let server = Server::start(
+        binary()
+            .env("PHP_WORKERS", "1")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .arg("--otel-exporter-otlp-endpoint")
+            .arg(format!("http://{collector}/"))
+            .arg("--otel-service-name")
+            .arg("named-by-flag"),
+    );
+    let response = get(&server, "/index.php", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let spans = wait_for_spans(&received, 1).await;
+    assert!(
+        spans.iter().any(|(service, _)| service == "named-by-flag"),
+        "{spans:?}"
+    );
+}

@@ -156,6 +156,25 @@ const HOST_CALLBACKS: ffi::tp_host_callbacks = ffi::tp_host_callbacks {
     finish: Some(host_finish),
 };
 
+/// Runs a host callback's body, turning a panic into `fallback` and an error log line: a panic
+/// must not unwind into PHP's C frames (that aborts the whole process), and the request it hit
+/// is better failed alone.
+fn guarded<T>(callback: &'static str, fallback: T, body: impl FnOnce() -> T) -> T {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|panic| {
+        let reason = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(
+            callback,
+            reason,
+            "panic in a PHP host callback; failing that call"
+        );
+        fallback
+    })
+}
+
 /// # Safety
 /// `ctx` is the `Exchange` the worker passed to `tp_execute` for the request running on this
 /// thread; nothing else touches it while PHP runs.
@@ -176,12 +195,14 @@ unsafe fn bytes<'a>(ptr: *const c_char, len: usize) -> &'a [u8] {
 
 unsafe extern "C" fn host_write(ctx: *mut c_void, buf: *const c_char, len: usize) -> bool {
     // SAFETY: the shim passes the running request's ctx and PHP's output buffer of `len` bytes.
-    unsafe { exchange(ctx).write(bytes(buf, len)) }
+    guarded("write", false, || unsafe {
+        exchange(ctx).write(bytes(buf, len))
+    })
 }
 
 unsafe extern "C" fn host_flush(ctx: *mut c_void) -> bool {
     // SAFETY: the shim passes the running request's ctx.
-    unsafe { exchange(ctx).flush() }
+    guarded("flush", false, || unsafe { exchange(ctx).flush() })
 }
 
 unsafe extern "C" fn host_send_headers(
@@ -190,19 +211,21 @@ unsafe extern "C" fn host_send_headers(
     lines: *const ffi::tp_str,
     count: usize,
 ) {
-    // SAFETY: the shim passes `count` header lines that live until it returns.
-    let lines: &[ffi::tp_str] = if count == 0 {
-        &[]
-    } else {
-        unsafe { std::slice::from_raw_parts(lines, count) }
-    };
-    // SAFETY: each line points at PHP's header buffer of `len` bytes.
-    let lines: Vec<&[u8]> = lines
-        .iter()
-        .map(|l| unsafe { bytes(l.ptr, l.len) })
-        .collect();
-    // SAFETY: the shim passes the running request's ctx.
-    unsafe { exchange(ctx).set_head(Head::from_php(status, &lines)) }
+    guarded("send_headers", (), || {
+        // SAFETY: the shim passes `count` header lines that live until it returns.
+        let lines: &[ffi::tp_str] = if count == 0 {
+            &[]
+        } else {
+            unsafe { std::slice::from_raw_parts(lines, count) }
+        };
+        // SAFETY: each line points at PHP's header buffer of `len` bytes.
+        let lines: Vec<&[u8]> = lines
+            .iter()
+            .map(|l| unsafe { bytes(l.ptr, l.len) })
+            .collect();
+        // SAFETY: the shim passes the running request's ctx.
+        unsafe { exchange(ctx).set_head(Head::from_php(status, &lines)) }
+    })
 }
 
 unsafe extern "C" fn host_read_body(ctx: *mut c_void, buf: *mut c_char, len: usize) -> usize {
@@ -212,27 +235,37 @@ unsafe extern "C" fn host_read_body(ctx: *mut c_void, buf: *mut c_char, len: usi
     // SAFETY: PHP's read buffer is writable for `len` bytes.
     let buf = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
     // SAFETY: the shim passes the running request's ctx.
-    unsafe { exchange(ctx).read_body(buf) }
+    guarded("read_body", 0, || unsafe { exchange(ctx).read_body(buf) })
 }
 
 unsafe extern "C" fn host_heartbeat(ctx: *mut c_void, seconds: i64) -> bool {
     // SAFETY: the shim passes the running request's ctx.
-    unsafe { exchange(ctx).heartbeat(seconds) }
+    guarded("heartbeat", false, || unsafe {
+        exchange(ctx).heartbeat(seconds)
+    })
 }
 
 unsafe extern "C" fn host_phase(ctx: *mut c_void, phase: c_int) {
     // SAFETY: the shim passes the running request's ctx.
-    unsafe { exchange(ctx).phase(phase) }
+    guarded("phase", (), || unsafe { exchange(ctx).phase(phase) })
 }
 
 unsafe extern "C" fn host_finish(ctx: *mut c_void) {
     // SAFETY: the shim passes the running request's ctx.
-    unsafe { exchange(ctx).finish_early() }
+    guarded("finish", (), || unsafe { exchange(ctx).finish_early() })
 }
 
 unsafe extern "C" fn host_log(ctx: *mut c_void, msg: *const c_char, len: usize, level: c_int) {
     // SAFETY: PHP's message buffer is valid for `len` bytes during the call.
-    let message = String::from_utf8_lossy(unsafe { bytes(msg, len) });
+    guarded("log", (), || unsafe {
+        log_php_message(ctx, bytes(msg, len), level)
+    })
+}
+
+/// # Safety
+/// `ctx` is null or the running request's Exchange.
+unsafe fn log_php_message(ctx: *mut c_void, message: &[u8], level: c_int) {
+    let message = String::from_utf8_lossy(message);
     let in_request = !ctx.is_null();
     if in_request {
         // SAFETY: a non-null ctx is the running request's Exchange.
@@ -243,5 +276,19 @@ unsafe extern "C" fn host_log(ctx: *mut c_void, msg: *const c_char, len: usize, 
         0..=3 => tracing::error!(target: "php", log_type = "error", in_request, "{message}"),
         4 => tracing::warn!(target: "php", log_type = "error", in_request, "{message}"),
         _ => tracing::info!(target: "php", log_type = "error", in_request, "{message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_callback_returns_its_fallback_instead_of_unwinding_into_php() {
+        assert_eq!(guarded("test", 7, || panic!("boom")), 7);
+        assert!(!guarded("test", false, || -> bool {
+            panic!("{}", "owned")
+        }));
+        assert_eq!(guarded("test", 0, || 42), 42);
     }
 }
