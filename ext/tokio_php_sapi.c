@@ -38,12 +38,15 @@ ZEND_TLS zend_long current_worker_id = -1;
 ZEND_TLS tp_thread *current_thread;
 /* tokio_finish_request() was called in the current request. */
 ZEND_TLS bool current_finished;
+/* The current request's fatal error was reported to the host (one per request). */
+ZEND_TLS bool current_fatal_reported;
 
+/* The pool this worker thread serves (each pool's threads know their own). */
+ZEND_TLS tp_pool_info current_pool;
+/* Set once at startup, read-only afterwards. */
 static struct {
     char *version;
     char *build;
-    zend_long workers;
-    zend_long queue_capacity;
 } server_info;
 
 /* Breaks blocking system calls (sleep, reads) of a thread being interrupted. Never SIGRTMIN
@@ -121,8 +124,8 @@ PHP_FUNCTION(tokio_server_info)
     add_assoc_string(return_value, "version", server_info.version ? server_info.version : "");
     add_assoc_string(return_value, "sapi", (char *)sapi_module.name);
     add_assoc_bool(return_value, "zts", true);
-    add_assoc_long(return_value, "workers", server_info.workers);
-    add_assoc_long(return_value, "queue_capacity", server_info.queue_capacity);
+    add_assoc_long(return_value, "workers", (zend_long)current_pool.workers);
+    add_assoc_long(return_value, "queue_capacity", (zend_long)current_pool.queue_capacity);
     add_assoc_string(return_value, "php_version", PHP_VERSION);
     add_assoc_string(return_value, "build", server_info.build ? server_info.build : "");
 }
@@ -202,9 +205,34 @@ static zend_module_entry tokio_php_module = {
 
 /* ---- SAPI callbacks ------------------------------------------------------------------------ */
 
+/* Errors that end the script when they reach the error callback (no user handler took them). */
+#define TP_FATAL_ERRORS (E_ERROR | E_CORE_ERROR | E_COMPILE_ERROR | E_USER_ERROR | E_PARSE | E_RECOVERABLE_ERROR)
+
+static void (*tp_next_error_cb)(int type, zend_string *error_filename, const uint32_t error_lineno,
+                                zend_string *message);
+
+/* Sees every error PHP reports after user error handlers had their say, whatever log_errors
+ * and error_reporting say: fatal ones are counted by their type, not by their log text. The
+ * next callback (PHP's) may bail out, so the host hears of it first. */
+static void tp_error_cb(int type, zend_string *error_filename, const uint32_t error_lineno,
+                        zend_string *message)
+{
+    bool thrown = EG(error_handling) == EH_THROW && !(type & (E_ERROR | E_CORE_ERROR | E_COMPILE_ERROR | E_USER_ERROR | E_PARSE));
+    if (current_request && !current_fatal_reported && (type & TP_FATAL_ERRORS) && !thrown) {
+        current_fatal_reported = true;
+        host.phase(current_request->ctx, TP_PHASE_FATAL_ERROR);
+    }
+    tp_next_error_cb(type, error_filename, error_lineno, message);
+}
+
 static int tp_sapi_startup(sapi_module_struct *module)
 {
-    return php_module_startup(module, &tokio_php_module);
+    if (php_module_startup(module, &tokio_php_module) == FAILURE) {
+        return FAILURE;
+    }
+    tp_next_error_cb = zend_error_cb;
+    zend_error_cb = tp_error_cb;
+    return SUCCESS;
 }
 
 /* One directive of a request's php.ini text, set for this request at the per-directory level
@@ -453,6 +481,8 @@ int tp_startup(const tp_startup_options *options)
 
     /* sapi_startup() clears ini_entries and php_module_startup() copies the struct again, so these
      * are set here, between the two. */
+    server_info.version = strdup(options->server_version ? options->server_version : "");
+    server_info.build = strdup(options->server_build ? options->server_build : "");
     tp_sapi_module.ini_defaults = tp_sapi_ini_defaults;
     tp_sapi_module.php_ini_ignore = options->php_ini_ignore ? 1 : 0;
     tp_sapi_module.php_ini_path_override = options->php_ini_path ? strdup(options->php_ini_path) : NULL;
@@ -465,16 +495,6 @@ int tp_startup(const tp_startup_options *options)
         return -1;
     }
     return 0;
-}
-
-void tp_set_server_info(const tp_server_info *info)
-{
-    free(server_info.version);
-    free(server_info.build);
-    server_info.version = strdup(info->version ? info->version : "");
-    server_info.build = strdup(info->build ? info->build : "");
-    server_info.workers = info->workers;
-    server_info.queue_capacity = info->queue_capacity;
 }
 
 void tp_shutdown(void)
@@ -490,11 +510,12 @@ void tp_shutdown(void)
     tp_sapi_module.php_ini_path_override = NULL;
 }
 
-tp_thread *tp_thread_start(int worker_id)
+tp_thread *tp_thread_start(int worker_id, tp_pool_info pool)
 {
     /* Allocates this thread's executor, compiler, SAPI and extension globals. */
     (void)ts_resource(0);
     current_worker_id = worker_id;
+    current_pool = pool;
     disable_opcache_reset();
 
     tp_thread *thread = calloc(1, sizeof(*thread));
@@ -590,9 +611,6 @@ static void fill_request_info(const tp_request *request)
     SG(request_info).auth_user = NULL;
     SG(request_info).auth_password = NULL;
     SG(request_info).auth_digest = NULL;
-    if (request->authorization) {
-        php_handle_auth_data(request->authorization);
-    }
 }
 
 static void clear_request_info(void)
@@ -622,11 +640,16 @@ tp_outcome tp_execute(const tp_request *request)
 
     current_request = request;
     current_finished = false;
+    current_fatal_reported = false;
     fill_request_info(request);
     set_running_request(request->request_seq);
 
     zend_try {
         apply_request_ini(request);
+        if (request->authorization) {
+            /* Allocates, so it may bail out (memory): inside zend_try like everything else. */
+            php_handle_auth_data(request->authorization);
+        }
         if (php_request_startup() == SUCCESS) {
             host.phase(request->ctx, TP_PHASE_STARTED);
             execute_primary_script(request->script_filename);

@@ -75,6 +75,8 @@ typedef struct tp_host_callbacks {
 typedef enum tp_phase {
     TP_PHASE_STARTED = 1,     /* php_request_startup() finished; the script starts */
     TP_PHASE_SCRIPT_DONE = 2, /* the script ended; request shutdown starts */
+    TP_PHASE_FATAL_ERROR = 3, /* an error ends the script: E_ERROR, E_PARSE, uncaught exception,
+                               * memory_limit, max_execution_time, unhandled E_USER_ERROR, … */
 } tp_phase;
 
 typedef struct tp_startup_options {
@@ -87,6 +89,9 @@ typedef struct tp_startup_options {
     bool php_ini_ignore;
     /* Expected number of worker threads (a sizing hint for TSRM). */
     int thread_hint;
+    /* What tokio_server_info() reports as "version" and "build"; copied, kept for the process. */
+    const char *server_version;
+    const char *server_build;
 } tp_startup_options;
 
 typedef enum tp_outcome {
@@ -104,9 +109,15 @@ void tp_shutdown(void);
 /* A worker thread as seen from other threads: the target of tp_interrupt. Opaque. */
 typedef struct tp_thread tp_thread;
 
+/* The pool a worker thread belongs to, as tokio_server_info() reports it on that thread. */
+typedef struct tp_pool_info {
+    int64_t workers;
+    int64_t queue_capacity;
+} tp_pool_info;
+
 /* On each worker thread before its first request; `worker_id` is what tokio_worker_id() returns.
  * The handle stays valid (for tp_interrupt from any thread) until tp_thread_free. */
-tp_thread *tp_thread_start(int worker_id);
+tp_thread *tp_thread_start(int worker_id, tp_pool_info pool);
 /* On the worker thread before it exits; afterwards tp_interrupt on its handle does nothing. */
 void tp_thread_stop(tp_thread *thread);
 /* Frees a stopped thread's handle once no other thread can use it. */
@@ -121,17 +132,6 @@ bool tp_interrupt(tp_thread *thread, uint64_t request_seq);
 
 /* Runs one request on the calling worker thread, from request startup to request shutdown. */
 tp_outcome tp_execute(const tp_request *request);
-
-/* What tokio_server_info() reports; the shim keeps copies of the strings. */
-typedef struct tp_server_info {
-    const char *version;   /* tokio_php's version */
-    const char *build;     /* version + git hash */
-    int64_t workers;
-    int64_t queue_capacity;
-} tp_server_info;
-
-/* Sets what tokio_server_info() returns. Call before requests run. */
-void tp_set_server_info(const tp_server_info *info);
 
 /* The PHP version this binary runs, e.g. "8.2.32". */
 const char *tp_php_version(void);

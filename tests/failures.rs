@@ -262,6 +262,32 @@ async fn clients_that_gave_up_free_their_queue_slots() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fatal_errors_are_counted_by_their_type_not_their_log_text() {
+    let server = TestServer::with_workers(1).await;
+    let fatal_errors = || server.pool.stats().fatal_errors;
+    let cases = [
+        (
+            "/errors_counted/quiet_fatal.php",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            1,
+        ),
+        (
+            "/errors_counted/parse_error.php",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            1,
+        ),
+        ("/errors_counted/handled_user_error.php", StatusCode::OK, 0),
+        ("/fatal.php", StatusCode::INTERNAL_SERVER_ERROR, 1),
+    ];
+    for (path, status, counted) in cases {
+        let before = fatal_errors();
+        let response = server.get(Proto::Http1, path).await;
+        assert_eq!(response.status(), status, "{path}: {}", text(&response));
+        assert_eq!(fatal_errors() - before, counted, "{path}");
+    }
+}
+
 async fn send_get(addr: std::net::SocketAddr, proto: Proto, path: &str) -> http::Response<Bytes> {
     send(
         addr,

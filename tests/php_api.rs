@@ -22,6 +22,30 @@ async fn server(workers: usize) -> TestServer {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_pool_reports_its_own_size() {
+    // Two pools in one process (the server's own and, say, an admin pool): starting the second
+    // must not change what the first one's scripts see, nor free what they may be reading.
+    let sized = |workers, queue_capacity| PoolConfig {
+        workers,
+        queue_capacity,
+        ..PoolConfig::default()
+    };
+    let serve = |config| {
+        TestServer::serve(config, |pool| {
+            stack::build(&common::stack_config(), TestServer::php_service(pool)).unwrap()
+        })
+    };
+    let first = serve(sized(1, 7)).await;
+    let second = serve(sized(2, 9)).await;
+    for (server, workers, queue_capacity) in [(&first, 1, 7), (&second, 2, 9), (&first, 1, 7)] {
+        let info = json(&server.get(Proto::Http1, "/api.php").await)["server_info"].clone();
+        assert_eq!(info["workers"], workers, "{info}");
+        assert_eq!(info["queue_capacity"], queue_capacity, "{info}");
+        assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tokio_functions_report_the_request_and_the_server() {
     let server = server(2).await;
     for proto in BOTH {

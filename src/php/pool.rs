@@ -285,7 +285,6 @@ impl PhpPool {
             fatal_errors: Arc::default(),
             workers,
         });
-        super::runtime::set_server_info(workers, queue_capacity);
         for id in 0..workers {
             spawn_worker(id, shared.clone())?;
         }
@@ -406,8 +405,12 @@ impl Drop for ThreadHandle {
 
 fn worker_main(id: usize, shared: Arc<Shared>) {
     let c_id = i32::try_from(id).unwrap_or(i32::MAX);
+    let pool = ffi::tp_pool_info {
+        workers: i64::try_from(shared.workers).unwrap_or(i64::MAX),
+        queue_capacity: i64::try_from(shared.queue.capacity).unwrap_or(i64::MAX),
+    };
     // SAFETY: first PHP call on this new thread; PHP was started before any pool.
-    let Some(handle) = std::ptr::NonNull::new(unsafe { ffi::tp_thread_start(c_id) }) else {
+    let Some(handle) = std::ptr::NonNull::new(unsafe { ffi::tp_thread_start(c_id, pool) }) else {
         tracing::error!(worker = id, "out of memory starting a PHP worker");
         worker_exited(&shared);
         return;

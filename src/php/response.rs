@@ -317,16 +317,6 @@ impl Exchange {
         self
     }
 
-    /// PHP logged `message` at syslog `level`.
-    pub(crate) fn logged(&mut self, level: i32, message: &str) {
-        // E_ERROR, E_CORE_ERROR, E_COMPILE_ERROR and E_USER_ERROR all log "... Fatal error: ...".
-        if level <= 3 && message.contains("Fatal error") {
-            if let Some(counter) = &self.fatal_errors {
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
     /// Timings measured before the worker took the request.
     pub(crate) fn with_timings(mut self, parse: Duration, queue: Duration) -> Self {
         self.timings.parse = parse;
@@ -340,6 +330,11 @@ impl Exchange {
         match phase {
             p if p == ffi::tp_phase::TP_PHASE_STARTED as i32 => self.clock.script_started = now,
             p if p == ffi::tp_phase::TP_PHASE_SCRIPT_DONE as i32 => self.clock.script_done = now,
+            p if p == ffi::tp_phase::TP_PHASE_FATAL_ERROR as i32 => {
+                if let Some(counter) = &self.fatal_errors {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             _ => {}
         }
     }

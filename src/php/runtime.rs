@@ -68,15 +68,19 @@ impl PhpRuntime {
         if STARTED.swap(true, Ordering::SeqCst) {
             return Err(PhpStartError::AlreadyStarted);
         }
+        let server_version = CString::new(env!("CARGO_PKG_VERSION")).unwrap_or_default();
+        let server_build = CString::new(crate::BUILD).unwrap_or_default();
         let options = ffi::tp_startup_options {
             callbacks: HOST_CALLBACKS,
             ini_entries: ini.as_ptr(),
             php_ini_path: ini_path.as_ref().map_or(std::ptr::null(), |p| p.as_ptr()),
             php_ini_ignore: config.ignore_php_ini,
             thread_hint: c_int::try_from(config.thread_hint).unwrap_or(c_int::MAX),
+            server_version: server_version.as_ptr(),
+            server_build: server_build.as_ptr(),
         };
         // SAFETY: called once per process (guarded by STARTED); the shim copies every string it
-        // keeps, so `ini` and `ini_path` may be freed after the call.
+        // keeps, so `ini`, `ini_path`, `server_version` and `server_build` may be freed after the call.
         let status = unsafe { ffi::tp_startup(&options) };
         if status != 0 {
             return Err(PhpStartError::StartupFailed);
@@ -107,20 +111,6 @@ pub fn version() -> &'static str {
     unsafe { CStr::from_ptr(ffi::tp_php_version()) }
         .to_str()
         .unwrap_or("unknown")
-}
-
-/// Sets what `tokio_server_info()` reports.
-pub(crate) fn set_server_info(workers: usize, queue_capacity: usize) {
-    let version = CString::new(env!("CARGO_PKG_VERSION")).unwrap_or_default();
-    let build = CString::new(crate::BUILD).unwrap_or_default();
-    let info = ffi::tp_server_info {
-        version: version.as_ptr(),
-        build: build.as_ptr(),
-        workers: i64::try_from(workers).unwrap_or(i64::MAX),
-        queue_capacity: i64::try_from(queue_capacity).unwrap_or(i64::MAX),
-    };
-    // SAFETY: the shim copies the strings; called before this pool's workers run requests.
-    unsafe { ffi::tp_set_server_info(&info) };
 }
 
 /// Whether PHP has per-thread execution timers (`max_execution_time` is safe on worker threads).
@@ -257,20 +247,14 @@ unsafe extern "C" fn host_finish(ctx: *mut c_void) {
 
 unsafe extern "C" fn host_log(ctx: *mut c_void, msg: *const c_char, len: usize, level: c_int) {
     // SAFETY: PHP's message buffer is valid for `len` bytes during the call.
-    guarded("log", (), || unsafe {
-        log_php_message(ctx, bytes(msg, len), level)
+    let message = unsafe { bytes(msg, len) };
+    guarded("log", (), || {
+        log_php_message(!ctx.is_null(), message, level)
     })
 }
 
-/// # Safety
-/// `ctx` is null or the running request's Exchange.
-unsafe fn log_php_message(ctx: *mut c_void, message: &[u8], level: c_int) {
+fn log_php_message(in_request: bool, message: &[u8], level: c_int) {
     let message = String::from_utf8_lossy(message);
-    let in_request = !ctx.is_null();
-    if in_request {
-        // SAFETY: a non-null ctx is the running request's Exchange.
-        unsafe { exchange(ctx).logged(level, &message) };
-    }
     // syslog numbering: 0-3 are errors, 4 warnings, 5-7 notices and below.
     match level {
         0..=3 => tracing::error!(target: "php", log_type = "error", in_request, "{message}"),
