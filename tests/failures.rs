@@ -288,6 +288,35 @@ async fn fatal_errors_are_counted_by_their_type_not_their_log_text() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_rounds_of_every_fault_then_normal_traffic() {
+    let server = server().await;
+    let faults = [
+        ("/fatal.php", StatusCode::INTERNAL_SERVER_ERROR),
+        ("/exception.php", StatusCode::INTERNAL_SERVER_ERROR),
+        ("/memory.php", StatusCode::INTERNAL_SERVER_ERROR),
+        ("/exit.php", StatusCode::OK),
+        ("/die.php", StatusCode::OK),
+        (
+            "/errors_counted/parse_error.php",
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ),
+    ];
+    for round in 0..20 {
+        let proto = BOTH[round % 2];
+        for (path, status) in faults {
+            let responses = concurrent_gets(&server, proto, path, WORKERS).await;
+            for response in responses {
+                assert_eq!(response.status(), status, "round {round} {proto:?} {path}");
+            }
+        }
+    }
+    for proto in BOTH {
+        assert_every_worker_healthy(&server, proto).await;
+    }
+    assert_eq!(server.pool.stats().live_workers, WORKERS);
+}
+
 async fn send_get(addr: std::net::SocketAddr, proto: Proto, path: &str) -> http::Response<Bytes> {
     send(
         addr,
