@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Proto, TestServer};
+use common::TestServer;
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
