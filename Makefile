@@ -6,7 +6,7 @@ LISTEN_ADDR ?= 0.0.0.0:8080
 DOCUMENT_ROOT ?= $(CURDIR)/www
 ERROR_PAGES_DIR ?= $(DOCUMENT_ROOT)/errors
 
-.PHONY: all deps php build run run-tls test lint fmt bench clean
+.PHONY: all deps php build run run-tls test lint fmt bench soak fuzz clean
 
 all: build
 
@@ -41,6 +41,16 @@ fmt:
 
 bench: php
 	bench/compare.sh
+
+# The soak of tests/soak.rs for SOAK_SECONDS (default 10 minutes; make test runs 60 s of it).
+SOAK_SECONDS ?= 600
+soak: php
+	SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) test --release --test soak -- --nocapture
+
+# libFuzzer on the input-parsing code, FUZZ_SECONDS per target (make test runs a short variant).
+FUZZ_SECONDS ?= 60
+fuzz: php
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
 
 clean:
 	$(CARGO) clean

@@ -636,7 +636,7 @@ static void execute_primary_script(const char *filename)
 
 tp_outcome tp_execute(const tp_request *request)
 {
-    tp_outcome outcome = TP_OUTCOME_OK;
+    volatile tp_outcome outcome = TP_OUTCOME_OK; /* assigned inside zend_try (setjmp) */
 
     current_request = request;
     current_finished = false;

@@ -11,6 +11,8 @@
 
 pub mod config;
 mod conn_info;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod layer;
 pub mod log;
 pub mod otel;

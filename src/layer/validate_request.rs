@@ -106,14 +106,14 @@ where
 
 /// What to do with a request.
 #[derive(Debug, PartialEq, Eq)]
-enum Verdict {
+pub(crate) enum Verdict {
     Pass,
     /// `OPTIONS *`.
     Options,
     Refuse(StatusCode, &'static str),
 }
 
-fn check<B>(request: &mut Request<B>) -> Verdict {
+pub(crate) fn check<B>(request: &mut Request<B>) -> Verdict {
     if let Some(refusal) = transfer_encoding_refusal(request.headers()) {
         return refusal;
     }

@@ -3,11 +3,11 @@
 //! This is the only module with `unsafe` code: it calls the C SAPI shim in `ext/`, which owns
 //! everything that touches PHP's globals or can longjmp.
 
-mod body;
+pub(crate) mod body;
 mod channel;
 mod ffi;
 mod pool;
-mod request;
+pub(crate) mod request;
 mod response;
 mod runtime;
 pub(crate) mod script;

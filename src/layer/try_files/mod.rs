@@ -43,7 +43,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod route;
+pub(crate) mod route;
 mod rule;
 
 pub use rule::{RuleError, TryFilesRule};

@@ -17,7 +17,7 @@ const INDEX_PAGE: &str = "index.html";
 
 /// What decides where requests go.
 #[derive(Debug, Clone)]
-pub(super) enum Mode {
+pub(crate) enum Mode {
     /// Candidates and a fallback (`TRY_FILES`; without one, [`TryFilesRule::files_only`]).
     Rule(TryFilesRule),
     /// `INDEX_FILE`: static files, else this script; no other script is reachable.
@@ -26,7 +26,7 @@ pub(super) enum Mode {
 
 /// Where one request goes.
 #[derive(Debug, PartialEq)]
-pub(super) enum Route {
+pub(crate) enum Route {
     /// Run this script.
     Script(Script),
     /// Serve this file (its real path).
@@ -51,7 +51,7 @@ const PATH_ESCAPES: &AsciiSet = &CONTROLS
     .add(b'}');
 
 /// Routes the request with this (percent-encoded) path and raw query string.
-pub(super) fn route(root: &DocumentRoot, mode: &Mode, path: &str, query: &str) -> Route {
+pub(crate) fn route(root: &DocumentRoot, mode: &Mode, path: &str, query: &str) -> Route {
     let Some(segments) = decode_segments(path) else {
         return Route::Status(StatusCode::FORBIDDEN);
     };
@@ -258,6 +258,10 @@ fn slashed_location(dir_uri: &str, vars: Vars<'_>, request_path: &str) -> String
     } else {
         utf8_percent_encode(dir_uri, PATH_ESCAPES).to_string()
     };
+    // `//host/` would be protocol-relative: a redirect to another site.
+    while location.starts_with("//") {
+        location.remove(0);
+    }
     location.push('/');
     if !vars.args.is_empty() {
         location.push('?');
@@ -268,7 +272,7 @@ fn slashed_location(dir_uri: &str, vars: Vars<'_>, request_path: &str) -> String
 
 /// Dot-segments (`/.env`, `/.git/config`, `/app/.htaccess`) are never served or run; only
 /// `/.well-known/` is public.
-pub(super) fn is_hidden(segments: &[String]) -> bool {
+pub(crate) fn is_hidden(segments: &[String]) -> bool {
     segments
         .iter()
         .enumerate()
@@ -278,7 +282,7 @@ pub(super) fn is_hidden(segments: &[String]) -> bool {
 /// Names that hold PHP source or an editor's or deploy's copy of it (`x.php.bak`, `x.php~`,
 /// `.x.php.swp`, `config.inc`, `page.phtml`): never served as files, whatever the rule, since
 /// they would disclose code and credentials. php-fpm setups deny them with an nginx `location`.
-pub(super) fn looks_like_source(name: &str) -> bool {
+pub(crate) fn looks_like_source(name: &str) -> bool {
     const SOURCE_AND_BACKUP_EXTENSIONS: [&str; 21] = [
         "bak", "backup", "old", "orig", "save", "sav", "swp", "swo", "swn", "tmp", "rej", "inc",
         "phtml", "phps", "php3", "php4", "php5", "php7", "php8", "pht", "phar",
@@ -542,6 +546,21 @@ mod tests {
             "a.phpx",
         ] {
             assert!(!looks_like_source(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_directory_redirect_never_leaves_the_site() {
+        let (_dir, root) = fixture();
+        let mode = rule_mode("$uri $uri/ =404");
+        for path in ["//css", "///css", "//css?x=1"] {
+            let (path, query) = path.split_once('?').unwrap_or((path, ""));
+            match route(&root, &mode, path, query) {
+                Route::Redirect(location) => {
+                    assert!(location.starts_with("/css/"), "{path}: {location}")
+                }
+                other => panic!("{path}: {other:?}"),
+            }
         }
     }
 
