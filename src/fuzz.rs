@@ -69,7 +69,11 @@ fn modes(root: &DocumentRoot) -> [Mode; 3] {
 /// or a PHP source copy.
 pub fn route_path(data: &[u8]) {
     let fields = fields(data);
-    let path = text(fields.first().copied().unwrap_or_default());
+    // hyper hands the router origin-form paths, which start with `/`.
+    let mut path = text(fields.first().copied().unwrap_or_default());
+    if !path.starts_with('/') {
+        path.insert(0, '/');
+    }
     let query = text(fields.get(1).copied().unwrap_or_default());
     let (root_path, root) = fixture_root();
     let real_root = std::fs::canonicalize(root_path).expect("the root exists");
