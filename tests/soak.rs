@@ -36,11 +36,14 @@ enum Connection {
 }
 
 impl Connection {
-    async fn open(addr: std::net::SocketAddr, proto: Proto) -> Connection {
-        let io = TokioIo::new(TcpStream::connect(addr).await.expect("connects"));
-        match proto {
+    async fn open(addr: std::net::SocketAddr, proto: Proto) -> Result<Connection, String> {
+        let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let io = TokioIo::new(stream);
+        Ok(match proto {
             Proto::Http1 => {
-                let (sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+                let (sender, conn) = hyper::client::conn::http1::handshake(io)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 tokio::spawn(conn);
                 Connection::Http1(sender)
             }
@@ -48,11 +51,11 @@ impl Connection {
                 let (sender, conn) =
                     hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
                         .await
-                        .unwrap();
+                        .map_err(|e| e.to_string())?;
                 tokio::spawn(conn);
                 Connection::H2(sender)
             }
-        }
+        })
     }
 
     async fn send(&mut self, request: Request<Full<Bytes>>) -> Result<Response<Bytes>, String> {
@@ -194,7 +197,14 @@ async fn run_client(
         session_cookie: None,
         session_count: 0,
     };
-    let mut connection = Connection::open(addr, proto).await;
+    let mut connection = match Connection::open(addr, proto).await {
+        Ok(connection) => connection,
+        Err(error) => {
+            let failure = format!("{proto:?}: cannot connect: {error}");
+            tally.failures.lock().unwrap().push(failure);
+            return;
+        }
+    };
     let mut n = 0u64;
     while !stop.load(Ordering::SeqCst) {
         let step = STEPS[(n as usize) % STEPS.len()];
@@ -203,17 +213,14 @@ async fn run_client(
             Ok(response) => client.check(step, n, &response),
             Err(error) => Err(format!("{step:?} #{n}: {error}")),
         };
-        match outcome {
-            Ok(()) => {
-                tally.answered.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(failure) => tally
-                .failures
-                .lock()
-                .unwrap()
-                .push(format!("{proto:?} {failure}")),
-        }
         n += 1;
+        if let Err(failure) = outcome {
+            // One failure fails the soak; this client stops rather than flood the report.
+            let failure = format!("{proto:?} {failure}");
+            tally.failures.lock().unwrap().push(failure);
+            return;
+        }
+        tally.answered.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -256,7 +263,8 @@ async fn soak_then_sigterm_loses_nothing_and_stays_flat() {
     let started = Instant::now();
     let interval = (duration / 12).max(Duration::from_secs(1));
     let mut series = Vec::new();
-    while started.elapsed() < duration {
+    // A failure ends the soak early (the clients stop at their first one).
+    while started.elapsed() < duration && tally.failures.lock().unwrap().is_empty() {
         tokio::time::sleep(interval.min(duration.saturating_sub(started.elapsed()))).await;
         let (rss, fds) = rss_and_fds(pid);
         series.push((
