@@ -39,6 +39,9 @@ ZEND_TLS tp_thread *current_thread;
 /* tokio_finish_request() was called in the current request. */
 ZEND_TLS bool current_finished;
 
+/* The error callback PHP had before tp_error_cb wrapped it (php_error_cb, or an extension's). */
+static void (*previous_error_cb)(int type, zend_string *error_filename, const uint32_t error_lineno, zend_string *message);
+
 static struct {
     char *version;
     char *build;
@@ -402,6 +405,17 @@ static sapi_module_struct tp_sapi_module = {
 
 /* ---- Process lifecycle --------------------------------------------------------------------- */
 
+/* Sees every error PHP reports that no user error handler took, before PHP acts on it: each of
+ * E_FATAL_ERRORS ends the script (php_error_cb bails out, or an uncaught exception unwinds), so
+ * the host learns that a response already under way will not be completed. */
+static void tp_error_cb(int type, zend_string *error_filename, const uint32_t error_lineno, zend_string *message)
+{
+    if (current_request && (type & E_FATAL_ERRORS)) {
+        host.script_failed(current_request->ctx, TP_FAILURE_FATAL_ERROR);
+    }
+    previous_error_cb(type, error_filename, error_lineno, message);
+}
+
 static void tp_interrupt_signal_handler(int signo)
 {
     (void)signo; /* only here to make blocking calls return EINTR */
@@ -457,6 +471,9 @@ int tp_startup(const tp_startup_options *options)
     if (tp_sapi_module.startup(&tp_sapi_module) == FAILURE) {
         return -1;
     }
+    /* After module startup, which installs php_error_cb (and extensions theirs). */
+    previous_error_cb = zend_error_cb;
+    zend_error_cb = tp_error_cb;
     return 0;
 }
 

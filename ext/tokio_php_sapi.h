@@ -69,7 +69,14 @@ typedef struct tp_host_callbacks {
     void (*phase)(void *ctx, int phase);
     /* tokio_finish_request(): complete the response now; later output is discarded. */
     void (*finish)(void *ctx);
+    /* A fatal error (see tp_failure) is ending the script; called before PHP unwinds it. */
+    void (*script_failed)(void *ctx, int failure);
 } tp_host_callbacks;
+
+/* Why a script is ending early, reported through tp_host_callbacks.script_failed. */
+typedef enum tp_failure {
+    TP_FAILURE_FATAL_ERROR = 1, /* a fatal error, uncaught exception or memory_limit */
+} tp_failure;
 
 /* Phases reported through tp_host_callbacks.phase. */
 typedef enum tp_phase {

@@ -139,10 +139,35 @@ async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
             s.busy_workers == 0
         })
         .await;
-    drop(stream);
     assert_eq!(
         server.get(Proto::Http1, "/index.php").await.status(),
         StatusCode::OK
+    );
+    // When the client reads again, what was on its way arrives and then the connection closes,
+    // without the terminal chunk: the response is visibly incomplete.
+    let mut tail = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    tail.extend_from_slice(&buf[..n]);
+                    tail.drain(..tail.len().saturating_sub(16));
+                }
+            }
+        }
+    })
+    .await
+    .is_ok();
+    assert!(
+        closed,
+        "the server closes the connection of a client it gave up on"
+    );
+    assert!(
+        !tail.ends_with(b"0\r\n\r\n"),
+        "no terminal chunk on a response broken off: {:?}",
+        String::from_utf8_lossy(&tail)
     );
 }
 

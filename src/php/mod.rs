@@ -16,7 +16,7 @@ mod service;
 pub use body::BodyLimits;
 pub use pool::{PhpPool, PoolConfig, PoolMonitor, PoolStats};
 pub use request::{PhpIni, ServerVars};
-pub use response::{FlushedEarly, PhpBody, PhpTimings};
+pub use response::{FlushedEarly, IncompleteResponse, PhpBody, PhpTimings};
 pub use runtime::{has_thread_timers, version, PhpRuntime, PhpRuntimeConfig, PhpStartError};
 pub use script::{DocumentRoot, Resolution, Script};
 pub use service::{PhpService, PhpServiceConfig, ResponseFuture};

@@ -2,9 +2,10 @@
 //!
 //! Output is coalesced on the worker into chunks; the status and headers leave with the first
 //! chunk (or `flush()`). A script that finishes before its first chunk is sent gets one complete
-//! response with an exact length; anything longer streams.
+//! response with an exact length; anything longer streams. A streamed response that cannot be
+//! completed ends with an [`IncompleteResponse`] error rather than an ordinary end.
 
-use std::convert::Infallible;
+use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,6 +35,8 @@ enum Kind {
     Streaming {
         first: Option<Bytes>,
         rest: ChunkReceiver,
+        /// Why the body breaks off, once known (yielded one poll after it was).
+        broken: Option<IncompleteResponse>,
     },
 }
 
@@ -58,6 +61,7 @@ impl PhpBody {
             kind: Kind::Streaming {
                 first: (!first.is_empty()).then_some(first),
                 rest,
+                broken: None,
             },
         }
     }
@@ -69,22 +73,64 @@ impl Default for PhpBody {
     }
 }
 
+/// Why a streamed response body breaks off instead of ending: its status and headers are sent,
+/// but not all of its body will be. The body yields this as its error, so hyper closes an HTTP/1.1
+/// connection without the terminating chunk (or short of its Content-Length) and resets an
+/// HTTP/2 stream (`RST_STREAM`) — the client sees a failed response, not a complete short one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IncompleteResponse {
+    /// The script died after its output started: a fatal error, an uncaught exception,
+    /// `memory_limit`.
+    ScriptFailed,
+    /// The client accepted no output for the write timeout and was given up.
+    ClientStalled,
+}
+
+impl fmt::Display for IncompleteResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IncompleteResponse::ScriptFailed => "the script failed after its output started",
+            IncompleteResponse::ClientStalled => {
+                "the client accepted no output for the write timeout"
+            }
+        })
+    }
+}
+
+impl std::error::Error for IncompleteResponse {}
+
 impl Body for PhpBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = IncompleteResponse;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, IncompleteResponse>>> {
         match &mut self.kind {
             Kind::Complete(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Kind::Streaming { first, rest } => {
+            Kind::Streaming {
+                first,
+                rest,
+                broken,
+            } => {
                 if let Some(data) = first.take() {
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                rest.poll_recv(cx)
-                    .map(|chunk| chunk.map(|d| Ok(Frame::data(d))))
+                if let Some(reason) = *broken {
+                    return Poll::Ready(Some(Err(reason)));
+                }
+                match std::task::ready!(rest.poll_recv(cx)) {
+                    Some(Err(reason)) => {
+                        // hyper discards the output it has not written yet when a body fails;
+                        // one more turn lets the connection flush it (the head and last bytes).
+                        *broken = Some(reason);
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                    chunk => Poll::Ready(chunk.map(|result| result.map(Frame::data))),
+                }
             }
         }
     }
@@ -92,7 +138,11 @@ impl Body for PhpBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Complete(data) => data.is_none(),
-            Kind::Streaming { first, rest } => first.is_none() && rest.is_finished(),
+            Kind::Streaming {
+                first,
+                rest,
+                broken,
+            } => first.is_none() && broken.is_none() && rest.is_finished(),
         }
     }
 
@@ -284,9 +334,24 @@ pub(crate) struct Exchange {
     settings: OutputSettings,
     deadline: Option<Deadline>,
     flushed: bool,
+    /// Set when a fatal error is ending the script.
+    failure: Option<ScriptFailure>,
     clock: Clock,
     timings: PhpTimings,
     fatal_errors: Option<Arc<AtomicU64>>,
+}
+
+/// How a script ended early (a `tp_failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScriptFailure {
+    FatalError,
+}
+
+impl ScriptFailure {
+    fn from_ffi(failure: i32) -> Option<ScriptFailure> {
+        (failure == ffi::tp_failure::TP_FAILURE_FATAL_ERROR as i32)
+            .then_some(ScriptFailure::FatalError)
+    }
 }
 
 impl Exchange {
@@ -305,6 +370,7 @@ impl Exchange {
             settings,
             deadline: None,
             flushed: false,
+            failure: None,
             clock: Clock::new(),
             timings: PhpTimings::default(),
             fatal_errors: None,
@@ -324,6 +390,13 @@ impl Exchange {
             if let Some(counter) = &self.fatal_errors {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// PHP is ending the script on a fatal error (a `tp_failure`).
+    pub(crate) fn script_failed(&mut self, failure: i32) {
+        if let Some(failure) = ScriptFailure::from_ffi(failure) {
+            self.failure.get_or_insert(failure);
         }
     }
 
@@ -389,11 +462,35 @@ impl Exchange {
         }
     }
 
-    /// The script ended: completes the response (unless `finish_early` already did).
+    /// The script ended: completes the response (unless `finish_early` already did), or, when
+    /// the script died after the response started streaming, breaks it off.
     pub(crate) fn finish(mut self) {
         self.clock.finished = Some(Instant::now());
-        if !self.client_gone && (self.reply.is_some() || self.stream.is_some()) {
-            self.send(true);
+        match self.incomplete_reason() {
+            Some(reason) if self.stream.is_some() => self.break_off(reason),
+            _ => {
+                if !self.client_gone && (self.reply.is_some() || self.stream.is_some()) {
+                    self.send(true);
+                }
+            }
+        }
+    }
+
+    /// Why the response cannot be completed, if the script did not end normally.
+    fn incomplete_reason(&self) -> Option<IncompleteResponse> {
+        match self.failure? {
+            ScriptFailure::FatalError => Some(IncompleteResponse::ScriptFailed),
+        }
+    }
+
+    /// Sends the output PHP produced before it stopped, then ends the stream as incomplete.
+    fn break_off(&mut self, reason: IncompleteResponse) {
+        if !self.client_gone {
+            self.send(false);
+            tracing::warn!(%reason, "response broken off after its head was sent");
+        }
+        if let Some(stream) = self.stream.take() {
+            stream.fail(reason);
         }
     }
 

@@ -154,6 +154,7 @@ const HOST_CALLBACKS: ffi::tp_host_callbacks = ffi::tp_host_callbacks {
     heartbeat: Some(host_heartbeat),
     phase: Some(host_phase),
     finish: Some(host_finish),
+    script_failed: Some(host_script_failed),
 };
 
 /// # Safety
@@ -228,6 +229,11 @@ unsafe extern "C" fn host_phase(ctx: *mut c_void, phase: c_int) {
 unsafe extern "C" fn host_finish(ctx: *mut c_void) {
     // SAFETY: the shim passes the running request's ctx.
     unsafe { exchange(ctx).finish_early() }
+}
+
+unsafe extern "C" fn host_script_failed(ctx: *mut c_void, failure: c_int) {
+    // SAFETY: the shim passes the running request's ctx.
+    unsafe { exchange(ctx).script_failed(failure) }
 }
 
 unsafe extern "C" fn host_log(ctx: *mut c_void, msg: *const c_char, len: usize, level: c_int) {
