@@ -6,6 +6,7 @@
 //! completed ends with an [`IncompleteResponse`] error rather than an ordinary end.
 
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,9 +36,40 @@ enum Kind {
     Streaming {
         first: Option<Bytes>,
         rest: ChunkReceiver,
-        /// Why the body breaks off, once known (yielded one poll after it was).
-        broken: Option<IncompleteResponse>,
+        /// Set once the body is known to break off.
+        broken: Option<BreakOff>,
     },
+}
+
+/// How long a breaking body waits before failing, so the connection can write what preceded the
+/// break: hyper discards output it has not written yet when a body fails, and HTTP/2 drops a
+/// reset stream's queued frames (the response head included). The connection task runs within
+/// microseconds unless the server is overloaded; the wait costs nothing but the failure's delay.
+const BREAK_OFF_GRACE: Duration = Duration::from_millis(20);
+
+/// A streamed body that will not be completed: its error, yielded after [`BREAK_OFF_GRACE`].
+struct BreakOff {
+    reason: IncompleteResponse,
+    grace: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl BreakOff {
+    fn new(reason: IncompleteResponse) -> BreakOff {
+        BreakOff {
+            reason,
+            grace: Box::pin(tokio::time::sleep(BREAK_OFF_GRACE)),
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<IncompleteResponse> {
+        self.grace.as_mut().poll(cx).map(|()| self.reason)
+    }
+}
+
+impl fmt::Debug for BreakOff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("BreakOff").field(&self.reason).finish()
+    }
 }
 
 impl PhpBody {
@@ -118,17 +150,14 @@ impl Body for PhpBody {
                 if let Some(data) = first.take() {
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                if let Some(reason) = *broken {
-                    return Poll::Ready(Some(Err(reason)));
+                if let Some(broken) = broken {
+                    return broken.poll(cx).map(|reason| Some(Err(reason)));
                 }
                 match std::task::ready!(rest.poll_recv(cx)) {
-                    Some(Err(reason)) => {
-                        // hyper discards the output it has not written yet when a body fails;
-                        // one more turn lets the connection flush it (the head and last bytes).
-                        *broken = Some(reason);
-                        cx.waker().wake_by_ref();
-                        Poll::Pending
-                    }
+                    Some(Err(reason)) => broken
+                        .insert(BreakOff::new(reason))
+                        .poll(cx)
+                        .map(|reason| Some(Err(reason))),
                     chunk => Poll::Ready(chunk.map(|result| result.map(Frame::data))),
                 }
             }
