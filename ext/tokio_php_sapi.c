@@ -405,13 +405,23 @@ static sapi_module_struct tp_sapi_module = {
 
 /* ---- Process lifecycle --------------------------------------------------------------------- */
 
+/* zend_timeout()'s message: max_execution_time, or tp_interrupt (which raises the same flag). */
+#define TP_TIMEOUT_MESSAGE "Maximum execution time of "
+
+static tp_failure failure_of(zend_string *message)
+{
+    bool timed_out = ZSTR_LEN(message) >= sizeof(TP_TIMEOUT_MESSAGE) - 1
+        && memcmp(ZSTR_VAL(message), TP_TIMEOUT_MESSAGE, sizeof(TP_TIMEOUT_MESSAGE) - 1) == 0;
+    return timed_out ? TP_FAILURE_TIMED_OUT : TP_FAILURE_FATAL_ERROR;
+}
+
 /* Sees every error PHP reports that no user error handler took, before PHP acts on it: each of
  * E_FATAL_ERRORS ends the script (php_error_cb bails out, or an uncaught exception unwinds), so
- * the host learns that a response already under way will not be completed. */
+ * the host learns that a response already under way will not be completed, and why. */
 static void tp_error_cb(int type, zend_string *error_filename, const uint32_t error_lineno, zend_string *message)
 {
     if (current_request && (type & E_FATAL_ERRORS)) {
-        host.script_failed(current_request->ctx, TP_FAILURE_FATAL_ERROR);
+        host.script_failed(current_request->ctx, failure_of(message));
     }
     previous_error_cb(type, error_filename, error_lineno, message);
 }

@@ -76,6 +76,7 @@ typedef struct tp_host_callbacks {
 /* Why a script is ending early, reported through tp_host_callbacks.script_failed. */
 typedef enum tp_failure {
     TP_FAILURE_FATAL_ERROR = 1, /* a fatal error, uncaught exception or memory_limit */
+    TP_FAILURE_TIMED_OUT = 2,   /* max_execution_time passed, or tp_interrupt stopped the script */
 } tp_failure;
 
 /* Phases reported through tp_host_callbacks.phase. */

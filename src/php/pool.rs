@@ -4,7 +4,7 @@
 use std::ffi::c_void;
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use super::ffi;
 use super::request::PhpRequest;
-use super::response::{Exchange, OutputSettings, ResponseStart};
+use super::response::{Exchange, OutputSettings, ResponseStart, ScriptCounters};
 use crate::layer::Deadline;
 
 /// PHP threads need far more stack than Rust's 2 MiB default (deep recursion, the compiler).
@@ -96,7 +96,7 @@ struct Shared {
     busy: AtomicUsize,
     live: Mutex<usize>,
     all_stopped: Condvar,
-    fatal_errors: Arc<AtomicU64>,
+    counters: Arc<ScriptCounters>,
     workers: usize,
 }
 
@@ -130,7 +130,8 @@ impl Submitter {
             live_workers: *lock(&self.shared.live),
             queued: self.jobs.len(),
             queue_capacity: self.jobs.capacity().unwrap_or(0),
-            fatal_errors: self.shared.fatal_errors.load(Ordering::Relaxed),
+            fatal_errors: self.shared.counters.fatal_errors.load(Ordering::Relaxed),
+            timeouts: self.shared.counters.timeouts.load(Ordering::Relaxed),
         }
     }
 }
@@ -157,6 +158,10 @@ pub struct PoolStats {
     pub queue_capacity: usize,
     /// PHP fatal errors (including uncaught exceptions and memory_limit) since start.
     pub fatal_errors: u64,
+    /// Scripts stopped by a timeout that was not answered `504` (which the timeout layer
+    /// counts): `REQUEST_TIMEOUT` passing after the response head was sent, and PHP's
+    /// `max_execution_time`, since start.
+    pub timeouts: u64,
     /// Workers running a script right now.
     pub busy_workers: usize,
     /// Worker threads alive.
@@ -201,7 +206,7 @@ impl PhpPool {
             busy: AtomicUsize::new(0),
             live: Mutex::new(0),
             all_stopped: Condvar::new(),
-            fatal_errors: Arc::default(),
+            counters: Arc::default(),
             workers,
         });
         super::runtime::set_server_info(workers, queue_capacity);
@@ -393,7 +398,7 @@ fn run_job(job: Job, shared: &Shared, thread: &Arc<ThreadHandle>, request_seq: u
     }
     let body = std::mem::replace(&mut request.body, super::body::RequestBody::empty());
     let mut exchange = Exchange::new(body, reply, shared.output)
-        .with_error_counter(shared.fatal_errors.clone())
+        .with_counters(shared.counters.clone())
         .with_deadline(deadline.clone())
         .with_timings(parse_time, queue_time);
     let mut entries = Vec::new();

@@ -115,6 +115,10 @@ pub enum IncompleteResponse {
     /// The script died after its output started: a fatal error, an uncaught exception,
     /// `memory_limit`.
     ScriptFailed,
+    /// `REQUEST_TIMEOUT` passed after the response head was sent; the script was stopped.
+    RequestTimeout,
+    /// PHP's `max_execution_time` stopped the script after its output started.
+    ExecutionTimeLimit,
     /// The client accepted no output for the write timeout and was given up.
     ClientStalled,
 }
@@ -123,6 +127,12 @@ impl fmt::Display for IncompleteResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             IncompleteResponse::ScriptFailed => "the script failed after its output started",
+            IncompleteResponse::RequestTimeout => {
+                "REQUEST_TIMEOUT passed after the response head was sent; the script was stopped"
+            }
+            IncompleteResponse::ExecutionTimeLimit => {
+                "max_execution_time stopped the script after its output started"
+            }
             IncompleteResponse::ClientStalled => {
                 "the client accepted no output for the write timeout"
             }
@@ -367,20 +377,37 @@ pub(crate) struct Exchange {
     failure: Option<ScriptFailure>,
     clock: Clock,
     timings: PhpTimings,
-    fatal_errors: Option<Arc<AtomicU64>>,
+    counters: Option<Arc<ScriptCounters>>,
 }
 
 /// How a script ended early (a `tp_failure`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ScriptFailure {
     FatalError,
+    /// `max_execution_time`, or the request's deadline interrupting it.
+    TimedOut,
 }
 
 impl ScriptFailure {
     fn from_ffi(failure: i32) -> Option<ScriptFailure> {
-        (failure == ffi::tp_failure::TP_FAILURE_FATAL_ERROR as i32)
-            .then_some(ScriptFailure::FatalError)
+        match failure {
+            f if f == ffi::tp_failure::TP_FAILURE_FATAL_ERROR as i32 => {
+                Some(ScriptFailure::FatalError)
+            }
+            f if f == ffi::tp_failure::TP_FAILURE_TIMED_OUT as i32 => Some(ScriptFailure::TimedOut),
+            _ => None,
+        }
     }
+}
+
+/// What a pool counts about the scripts it ran (reported in its `PoolStats`).
+#[derive(Debug, Default)]
+pub(crate) struct ScriptCounters {
+    /// PHP fatal errors, as PHP logged them.
+    pub(crate) fatal_errors: AtomicU64,
+    /// Scripts stopped by a timeout the timeout layer did not answer `504`: `REQUEST_TIMEOUT`
+    /// after the response head was sent, or `max_execution_time` at any point.
+    pub(crate) timeouts: AtomicU64,
 }
 
 impl Exchange {
@@ -402,13 +429,13 @@ impl Exchange {
             failure: None,
             clock: Clock::new(),
             timings: PhpTimings::default(),
-            fatal_errors: None,
+            counters: None,
         }
     }
 
-    /// Counts this request's PHP fatal errors into `counter`.
-    pub(crate) fn with_error_counter(mut self, counter: Arc<AtomicU64>) -> Self {
-        self.fatal_errors = Some(counter);
+    /// Counts this request's fatal errors and timeouts into `counters`.
+    pub(crate) fn with_counters(mut self, counters: Arc<ScriptCounters>) -> Self {
+        self.counters = Some(counters);
         self
     }
 
@@ -416,8 +443,8 @@ impl Exchange {
     pub(crate) fn logged(&mut self, level: i32, message: &str) {
         // E_ERROR, E_CORE_ERROR, E_COMPILE_ERROR and E_USER_ERROR all log "... Fatal error: ...".
         if level <= 3 && message.contains("Fatal error") {
-            if let Some(counter) = &self.fatal_errors {
-                counter.fetch_add(1, Ordering::Relaxed);
+            if let Some(counters) = &self.counters {
+                counters.fatal_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -495,7 +522,9 @@ impl Exchange {
     /// the script died after the response started streaming, breaks it off.
     pub(crate) fn finish(mut self) {
         self.clock.finished = Some(Instant::now());
-        match self.incomplete_reason() {
+        let failure = self.failure_reason();
+        self.count_timeout(failure);
+        match failure {
             Some(reason) if self.stream.is_some() => self.break_off(reason),
             _ => {
                 if !self.client_gone && (self.reply.is_some() || self.stream.is_some()) {
@@ -505,10 +534,28 @@ impl Exchange {
         }
     }
 
-    /// Why the response cannot be completed, if the script did not end normally.
-    fn incomplete_reason(&self) -> Option<IncompleteResponse> {
-        match self.failure? {
-            ScriptFailure::FatalError => Some(IncompleteResponse::ScriptFailed),
+    /// Why the script did not end normally, as a response under way would report it.
+    fn failure_reason(&self) -> Option<IncompleteResponse> {
+        Some(match self.failure? {
+            ScriptFailure::FatalError => IncompleteResponse::ScriptFailed,
+            // The deadline's interrupt and max_execution_time end a script the same way.
+            ScriptFailure::TimedOut if self.deadline.as_ref().is_some_and(Deadline::is_expired) => {
+                IncompleteResponse::RequestTimeout
+            }
+            ScriptFailure::TimedOut => IncompleteResponse::ExecutionTimeLimit,
+        })
+    }
+
+    fn count_timeout(&self, failure: Option<IncompleteResponse>) {
+        let head_sent = self.reply.is_none();
+        let counted = match failure {
+            Some(IncompleteResponse::ExecutionTimeLimit) => true,
+            // Before the head, the timeout layer answered (and counted) a 504.
+            Some(IncompleteResponse::RequestTimeout) => head_sent,
+            _ => false,
+        };
+        if let (true, Some(counters)) = (counted, &self.counters) {
+            counters.timeouts.fetch_add(1, Ordering::Relaxed);
         }
     }
 
