@@ -159,6 +159,16 @@ const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         "Requests that may wait for a PHP worker.",
     ),
     (
+        "tokio_php_output_spool_bytes",
+        Kind::Gauge,
+        "Output of finished or running scripts waiting for slow clients in temporary files.",
+    ),
+    (
+        "tokio_php_output_spool_files",
+        Kind::Gauge,
+        "Temporary files holding output for slow clients.",
+    ),
+    (
         "tokio_php_memory_usage_percent",
         Kind::Gauge,
         "Share of the machine's memory in use.",
@@ -324,6 +334,10 @@ impl Metrics {
                 .set(pool.busy_workers as f64);
             self.gauge("tokio_php_php_workers_idle")
                 .set(pool.live_workers.saturating_sub(pool.busy_workers) as f64);
+            self.gauge("tokio_php_output_spool_bytes")
+                .set(pool.spooled_bytes as f64);
+            self.gauge("tokio_php_output_spool_files")
+                .set(pool.spool_files as f64);
             self.inner
                 .recorder
                 .register_counter(
@@ -452,6 +466,8 @@ mod tests {
             queue_capacity: 100,
             fatal_errors: 0,
             timeouts: 2,
+            spooled_bytes: 0,
+            spool_files: 0,
             busy_workers: 0,
             live_workers: 1,
             queued: 0,

@@ -114,11 +114,14 @@ async fn a_client_that_disconnects_mid_stream_frees_its_worker() {
     }
 }
 
+/// With no temp-file spool (or its budget used up), a worker whose client is the memory buffer
+/// behind waits for it — up to the write timeout, then the client is given up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
+async fn without_a_spool_a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
     let server = TestServer::start(
         PoolConfig {
             workers: 1,
+            output_spool_limit: 0,
             write_timeout: Duration::from_millis(500),
             ..PoolConfig::default()
         },

@@ -4,7 +4,6 @@
 //! everything that touches PHP's globals or can longjmp.
 
 mod body;
-mod channel;
 mod ffi;
 mod pool;
 mod request;
@@ -12,6 +11,7 @@ mod response;
 mod runtime;
 pub(crate) mod script;
 mod service;
+mod spool;
 
 pub use body::BodyLimits;
 pub use pool::{PhpPool, PoolConfig, PoolMonitor, PoolStats};

@@ -20,8 +20,8 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::oneshot;
 
 use super::body::RequestBody;
-use super::channel::{chunk_channel, ChunkReceiver, ChunkSender};
 use super::ffi;
+use super::spool::{spool, SpoolLimits, SpoolReader, SpoolWriter};
 use crate::layer::Deadline;
 
 /// The body of a response produced by [`PhpService`](crate::php::PhpService).
@@ -35,7 +35,7 @@ enum Kind {
     Complete(Option<Bytes>),
     Streaming {
         first: Option<Bytes>,
-        rest: ChunkReceiver,
+        rest: SpoolReader,
         /// Set once the body is known to break off.
         broken: Option<BreakOff>,
     },
@@ -88,7 +88,7 @@ impl PhpBody {
         }
     }
 
-    fn streaming(first: Bytes, rest: ChunkReceiver) -> Self {
+    fn streaming(first: Bytes, rest: SpoolReader) -> Self {
         PhpBody {
             kind: Kind::Streaming {
                 first: (!first.is_empty()).then_some(first),
@@ -121,6 +121,8 @@ pub enum IncompleteResponse {
     ExecutionTimeLimit,
     /// The client accepted no output for the write timeout and was given up.
     ClientStalled,
+    /// Output spooled to a temporary file could not be read back.
+    OutputLost,
 }
 
 impl fmt::Display for IncompleteResponse {
@@ -135,6 +137,9 @@ impl fmt::Display for IncompleteResponse {
             }
             IncompleteResponse::ClientStalled => {
                 "the client accepted no output for the write timeout"
+            }
+            IncompleteResponse::OutputLost => {
+                "output spooled to a temporary file could not be read back"
             }
         })
     }
@@ -351,14 +356,12 @@ impl ResponseStart {
 }
 
 /// Output tuning for one request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct OutputSettings {
     /// Output is sent once this much is buffered (or on flush / the end of the script).
     pub(crate) chunk_size: usize,
-    /// At most this much output waits for a slow client before PHP blocks.
-    pub(crate) buffer_limit: usize,
-    /// A client that reads nothing for this long is treated as gone.
-    pub(crate) write_timeout: Duration,
+    /// Where output waits for a slow client (memory, then a temp file), and for how long.
+    pub(crate) spool: SpoolLimits,
 }
 
 /// One request's state on the worker thread: the body PHP reads and the output it writes.
@@ -368,9 +371,11 @@ pub(crate) struct Exchange {
     reply: Option<oneshot::Sender<ResponseStart>>,
     head: Option<Head>,
     buffer: BytesMut,
-    stream: Option<ChunkSender>,
+    stream: Option<SpoolWriter>,
     client_gone: bool,
     settings: OutputSettings,
+    /// Where a streamed response's spool may start its watchdog.
+    runtime: Option<tokio::runtime::Handle>,
     deadline: Option<Deadline>,
     flushed: bool,
     /// Set when a fatal error is ending the script.
@@ -424,6 +429,7 @@ impl Exchange {
             stream: None,
             client_gone: false,
             settings,
+            runtime: None,
             deadline: None,
             flushed: false,
             failure: None,
@@ -431,6 +437,12 @@ impl Exchange {
             timings: PhpTimings::default(),
             counters: None,
         }
+    }
+
+    /// The tokio runtime the request came from (the worker thread is not in one).
+    pub(crate) fn with_runtime(mut self, runtime: Option<tokio::runtime::Handle>) -> Self {
+        self.runtime = runtime;
+        self
     }
 
     /// Counts this request's fatal errors and timeouts into `counters`.
@@ -597,9 +609,9 @@ impl Exchange {
         let body = if last {
             PhpBody::full(data)
         } else {
-            let (sender, receiver) = chunk_channel(self.settings.buffer_limit);
-            self.stream = Some(sender);
-            PhpBody::streaming(data, receiver)
+            let (writer, reader) = spool(self.settings.spool.clone(), self.runtime.take());
+            self.stream = Some(writer);
+            PhpBody::streaming(data, reader)
         };
         reply
             .send(ResponseStart {
@@ -619,7 +631,7 @@ impl Exchange {
         if data.is_empty() {
             return !stream.is_closed();
         }
-        match stream.send(data, self.settings.write_timeout) {
+        match stream.send(data) {
             Ok(()) => true,
             Err(error) => {
                 tracing::debug!(?error, "client stopped receiving the response");
@@ -637,8 +649,11 @@ mod tests {
     fn settings(chunk_size: usize) -> OutputSettings {
         OutputSettings {
             chunk_size,
-            buffer_limit: 1 << 20,
-            write_timeout: Duration::from_secs(5),
+            spool: SpoolLimits {
+                memory: 1 << 20,
+                disk: Arc::new(super::super::spool::DiskBudget::new(0)),
+                write_timeout: Duration::from_secs(5),
+            },
         }
     }
 
