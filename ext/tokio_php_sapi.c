@@ -38,11 +38,12 @@ ZEND_TLS zend_long current_worker_id = -1;
 ZEND_TLS tp_thread *current_thread;
 /* tokio_finish_request() was called in the current request. */
 ZEND_TLS bool current_finished;
-/* The current request's fatal error was reported to the host (one per request). */
-ZEND_TLS bool current_fatal_reported;
 
 /* The pool this worker thread serves (each pool's threads know their own). */
 ZEND_TLS tp_pool_info current_pool;
+/* The error callback PHP had before tp_error_cb wrapped it (php_error_cb, or an extension's). */
+static void (*previous_error_cb)(int type, zend_string *error_filename, const uint32_t error_lineno, zend_string *message);
+
 /* Set once at startup, read-only afterwards. */
 static struct {
     char *version;
@@ -205,34 +206,9 @@ static zend_module_entry tokio_php_module = {
 
 /* ---- SAPI callbacks ------------------------------------------------------------------------ */
 
-/* Errors that end the script when they reach the error callback (no user handler took them). */
-#define TP_FATAL_ERRORS (E_ERROR | E_CORE_ERROR | E_COMPILE_ERROR | E_USER_ERROR | E_PARSE | E_RECOVERABLE_ERROR)
-
-static void (*tp_next_error_cb)(int type, zend_string *error_filename, const uint32_t error_lineno,
-                                zend_string *message);
-
-/* Sees every error PHP reports after user error handlers had their say, whatever log_errors
- * and error_reporting say: fatal ones are counted by their type, not by their log text. The
- * next callback (PHP's) may bail out, so the host hears of it first. */
-static void tp_error_cb(int type, zend_string *error_filename, const uint32_t error_lineno,
-                        zend_string *message)
-{
-    bool thrown = EG(error_handling) == EH_THROW && !(type & (E_ERROR | E_CORE_ERROR | E_COMPILE_ERROR | E_USER_ERROR | E_PARSE));
-    if (current_request && !current_fatal_reported && (type & TP_FATAL_ERRORS) && !thrown) {
-        current_fatal_reported = true;
-        host.phase(current_request->ctx, TP_PHASE_FATAL_ERROR);
-    }
-    tp_next_error_cb(type, error_filename, error_lineno, message);
-}
-
 static int tp_sapi_startup(sapi_module_struct *module)
 {
-    if (php_module_startup(module, &tokio_php_module) == FAILURE) {
-        return FAILURE;
-    }
-    tp_next_error_cb = zend_error_cb;
-    zend_error_cb = tp_error_cb;
-    return SUCCESS;
+    return php_module_startup(module, &tokio_php_module);
 }
 
 /* One directive of a request's php.ini text, set for this request at the per-directory level
@@ -437,6 +413,27 @@ static sapi_module_struct tp_sapi_module = {
 
 /* ---- Process lifecycle --------------------------------------------------------------------- */
 
+/* zend_timeout()'s message: max_execution_time, or tp_interrupt (which raises the same flag). */
+#define TP_TIMEOUT_MESSAGE "Maximum execution time of "
+
+static tp_failure failure_of(zend_string *message)
+{
+    bool timed_out = ZSTR_LEN(message) >= sizeof(TP_TIMEOUT_MESSAGE) - 1
+        && memcmp(ZSTR_VAL(message), TP_TIMEOUT_MESSAGE, sizeof(TP_TIMEOUT_MESSAGE) - 1) == 0;
+    return timed_out ? TP_FAILURE_TIMED_OUT : TP_FAILURE_FATAL_ERROR;
+}
+
+/* Sees every error PHP reports that no user error handler took, before PHP acts on it: each of
+ * E_FATAL_ERRORS ends the script (php_error_cb bails out, or an uncaught exception unwinds), so
+ * the host learns that a response already under way will not be completed, and why. */
+static void tp_error_cb(int type, zend_string *error_filename, const uint32_t error_lineno, zend_string *message)
+{
+    if (current_request && (type & E_FATAL_ERRORS)) {
+        host.script_failed(current_request->ctx, failure_of(message));
+    }
+    previous_error_cb(type, error_filename, error_lineno, message);
+}
+
 static void tp_interrupt_signal_handler(int signo)
 {
     (void)signo; /* only here to make blocking calls return EINTR */
@@ -494,6 +491,9 @@ int tp_startup(const tp_startup_options *options)
     if (tp_sapi_module.startup(&tp_sapi_module) == FAILURE) {
         return -1;
     }
+    /* After module startup, which installs php_error_cb (and extensions theirs). */
+    previous_error_cb = zend_error_cb;
+    zend_error_cb = tp_error_cb;
     return 0;
 }
 
@@ -640,7 +640,6 @@ tp_outcome tp_execute(const tp_request *request)
 
     current_request = request;
     current_finished = false;
-    current_fatal_reported = false;
     fill_request_info(request);
     set_running_request(request->request_seq);
 

@@ -69,14 +69,20 @@ typedef struct tp_host_callbacks {
     void (*phase)(void *ctx, int phase);
     /* tokio_finish_request(): complete the response now; later output is discarded. */
     void (*finish)(void *ctx);
+    /* A fatal error (see tp_failure) is ending the script; called before PHP unwinds it. */
+    void (*script_failed)(void *ctx, int failure);
 } tp_host_callbacks;
+
+/* Why a script is ending early, reported through tp_host_callbacks.script_failed. */
+typedef enum tp_failure {
+    TP_FAILURE_FATAL_ERROR = 1, /* a fatal error, uncaught exception or memory_limit */
+    TP_FAILURE_TIMED_OUT = 2,   /* max_execution_time passed, or tp_interrupt stopped the script */
+} tp_failure;
 
 /* Phases reported through tp_host_callbacks.phase. */
 typedef enum tp_phase {
     TP_PHASE_STARTED = 1,     /* php_request_startup() finished; the script starts */
     TP_PHASE_SCRIPT_DONE = 2, /* the script ended; request shutdown starts */
-    TP_PHASE_FATAL_ERROR = 3, /* an error ends the script: E_ERROR, E_PARSE, uncaught exception,
-                               * memory_limit, max_execution_time, unhandled E_USER_ERROR, … */
 } tp_phase;
 
 typedef struct tp_startup_options {

@@ -83,6 +83,23 @@ pub struct Config {
     #[arg(long, env = "BODY_SPILL_THRESHOLD", value_name = "BODY_SPILL_THRESHOLD", default_value = "1M", value_parser = parse_size)]
     pub body_spill_threshold: u64,
 
+    /// Output a response keeps in memory for a client slower than its script; past it, output
+    /// goes to a temporary file (see OUTPUT_SPOOL_SIZE).
+    #[arg(long, env = "OUTPUT_BUFFER_SIZE", value_name = "OUTPUT_BUFFER_SIZE", default_value = "256K", value_parser = parse_size)]
+    pub output_buffer_size: u64,
+
+    /// Temporary-file space all responses together may use for output their clients have not
+    /// read yet, so scripts finish and free their worker at once; 0 = none (a script whose
+    /// client falls OUTPUT_BUFFER_SIZE behind waits for it, up to WRITE_TIMEOUT).
+    #[arg(long, env = "OUTPUT_SPOOL_SIZE", value_name = "OUTPUT_SPOOL_SIZE", default_value = "1G", value_parser = parse_size)]
+    pub output_spool_size: u64,
+
+    /// A client that accepts no output for this long while output waits for it is given up:
+    /// what it has not read is dropped and its response breaks off.
+    #[arg(long, env = "WRITE_TIMEOUT", value_name = "WRITE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[serde(serialize_with = "duration_text")]
+    pub write_timeout: Duration,
+
     /// Requests taking longer get 504 and their script is stopped: `30s`, `2m`, `5m`, … or `off`.
     /// `tokio_request_heartbeat()` extends it.
     #[arg(long, env = "REQUEST_TIMEOUT", value_name = "REQUEST_TIMEOUT", default_value = "2m", value_parser = parse_optional_duration)]
@@ -278,6 +295,12 @@ impl Config {
         if self.header_read_timeout.is_zero() {
             return Err("HEADER_READ_TIMEOUT must be greater than 0".into());
         }
+        if self.write_timeout.is_zero() {
+            return Err("WRITE_TIMEOUT must be greater than 0".into());
+        }
+        if self.output_buffer_size == 0 {
+            return Err("OUTPUT_BUFFER_SIZE must be greater than 0".into());
+        }
         Ok(())
     }
 
@@ -294,6 +317,9 @@ impl Config {
         PoolConfig {
             workers: self.php_workers,
             queue_capacity: self.queue_capacity,
+            output_buffer_limit: usize::try_from(self.output_buffer_size).unwrap_or(usize::MAX),
+            output_spool_limit: self.output_spool_size,
+            write_timeout: self.write_timeout,
             ..PoolConfig::default()
         }
     }

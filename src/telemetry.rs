@@ -47,6 +47,9 @@ struct Inner {
     duration: Histogram,
     rate_limited: Counter,
     timed_out: Counter,
+    /// 504s answered by the timeout layer; scripts stopped by a timeout without a 504 are added
+    /// from the pool's count when rendering.
+    answered_504: AtomicU64,
     dropped: AtomicU64,
     /// `tokio_php_requests_total{method}`, registered once per method label.
     by_method: [Counter; METHOD_LABELS.len()],
@@ -128,7 +131,7 @@ const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     (
         "tokio_php_timed_out_requests_total",
         Kind::Counter,
-        "Requests answered 504 by the request timeout.",
+        "Requests stopped by a timeout: answered 504 by REQUEST_TIMEOUT, broken off by it after their head was sent, or ended by PHP's max_execution_time.",
     ),
     (
         "tokio_php_php_fatal_errors_total",
@@ -154,6 +157,16 @@ const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         "tokio_php_queue_capacity",
         Kind::Gauge,
         "Requests that may wait for a PHP worker.",
+    ),
+    (
+        "tokio_php_output_spool_bytes",
+        Kind::Gauge,
+        "Output of finished or running scripts waiting for slow clients in temporary files.",
+    ),
+    (
+        "tokio_php_output_spool_files",
+        Kind::Gauge,
+        "Temporary files holding output for slow clients.",
     ),
     (
         "tokio_php_memory_usage_percent",
@@ -220,6 +233,7 @@ impl Metrics {
             requests: AtomicU64::new(0),
             duration_micros: AtomicU64::new(0),
             last_scrape: Mutex::new((Instant::now(), 0)),
+            answered_504: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             recorder,
         };
@@ -243,7 +257,9 @@ impl Metrics {
         if generated {
             match status {
                 StatusCode::TOO_MANY_REQUESTS => inner.rate_limited.increment(1),
-                StatusCode::GATEWAY_TIMEOUT => inner.timed_out.increment(1),
+                StatusCode::GATEWAY_TIMEOUT => {
+                    inner.answered_504.fetch_add(1, Ordering::Relaxed);
+                }
                 StatusCode::SERVICE_UNAVAILABLE => {
                     inner.dropped.fetch_add(1, Ordering::Relaxed);
                 }
@@ -303,6 +319,10 @@ impl Metrics {
             .set(connections.active() as f64);
         self.gauge("tokio_php_dropped_requests")
             .set(inner.dropped.load(Ordering::Relaxed) as f64);
+        let scripts_timed_out = pool.map_or(0, |pool| pool.timeouts);
+        inner
+            .timed_out
+            .absolute(inner.answered_504.load(Ordering::Relaxed) + scripts_timed_out);
         if let Some(pool) = pool {
             self.gauge("tokio_php_pending_requests")
                 .set(pool.queued as f64);
@@ -314,6 +334,10 @@ impl Metrics {
                 .set(pool.busy_workers as f64);
             self.gauge("tokio_php_php_workers_idle")
                 .set(pool.live_workers.saturating_sub(pool.busy_workers) as f64);
+            self.gauge("tokio_php_output_spool_bytes")
+                .set(pool.spooled_bytes as f64);
+            self.gauge("tokio_php_output_spool_files")
+                .set(pool.spool_files as f64);
             self.inner
                 .recorder
                 .register_counter(
@@ -423,5 +447,38 @@ mod tests {
         assert!(text.contains("# TYPE tokio_php_request_duration_seconds histogram"));
         assert!(text.contains("node_memory_MemTotal_bytes"));
         assert_eq!(metrics.total_requests(), 3);
+    }
+
+    #[test]
+    fn timeouts_count_504s_and_scripts_stopped_without_one() {
+        let metrics = Metrics::new();
+        let answered_504 = |metrics: &Metrics| {
+            metrics.record(
+                &Method::GET,
+                StatusCode::GATEWAY_TIMEOUT,
+                Duration::from_secs(1),
+                true,
+            )
+        };
+        answered_504(&metrics);
+        let pool = PoolStats {
+            workers: 1,
+            queue_capacity: 100,
+            fatal_errors: 0,
+            timeouts: 2,
+            spooled_bytes: 0,
+            spool_files: 0,
+            busy_workers: 0,
+            live_workers: 1,
+            queued: 0,
+        };
+        let text = metrics.render(&ConnectionStats::default(), Some(pool));
+        assert!(
+            text.contains("tokio_php_timed_out_requests_total 3"),
+            "{text}"
+        );
+        answered_504(&metrics);
+        let text = metrics.render(&ConnectionStats::default(), Some(pool));
+        assert!(text.contains("tokio_php_timed_out_requests_total 4"));
     }
 }

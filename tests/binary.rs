@@ -34,6 +34,11 @@ fn bad_configuration_fails_at_startup_naming_the_variable() {
         ("MAX_BODY_SIZE", "lots"),
         ("BODY_SPILL_THRESHOLD", "1T"),
         ("HEADER_READ_TIMEOUT", "soon"),
+        ("OUTPUT_BUFFER_SIZE", "lots"),
+        ("OUTPUT_BUFFER_SIZE", "0"),
+        ("OUTPUT_SPOOL_SIZE", "-1G"),
+        ("WRITE_TIMEOUT", "never"),
+        ("WRITE_TIMEOUT", "0s"),
         ("DOCUMENT_ROOT", "/nonexistent/tokio_php/root"),
         ("REQUEST_TIMEOUT", "soon"),
         ("RATE_LIMIT", "-1"),
@@ -282,6 +287,9 @@ async fn the_internal_server_reports_health_config_and_draining() {
     assert_eq!(config["php_workers"], 2);
     assert_eq!(config["rate_limit"], 1000);
     assert_eq!(config["request_timeout"], "2m");
+    assert_eq!(config["output_buffer_size"], 256 * 1024);
+    assert_eq!(config["output_spool_size"], 1u64 << 30);
+    assert_eq!(config["write_timeout"], "1m");
     assert_eq!(
         internal_get(&server, "/nope").await.status(),
         StatusCode::NOT_FOUND

@@ -3,9 +3,14 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::{json, raw_exchange, raw_status, send, text, Proto, TestServer, BOTH};
+
+use common::{
+    get_until_end, json, raw_exchange, raw_status, raw_until_closed, read_h2_body, send, text,
+    BodyEnd, H2Client, Proto, TestServer, BOTH,
+};
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use tokio_php::php::{BodyLimits, PoolConfig};
@@ -141,21 +146,61 @@ async fn exceeding_memory_limit_answers_500_and_every_worker_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fatal_error_after_output_keeps_the_status_and_truncates() {
+async fn a_fatal_error_after_output_keeps_the_status_and_breaks_the_body_off() {
     let server = server().await;
     for proto in BOTH {
-        let response = server.get(proto, "/fatal_after_output.php").await;
+        let (parts, body, end) = get_until_end(server.addr, proto, "/fatal_after_output.php").await;
         assert_eq!(
-            response.status(),
+            parts.status,
             StatusCode::OK,
             "headers were already sent, as under FPM"
         );
-        assert_eq!(text(&response), "partial output");
+        assert_eq!(&body[..], b"partial output");
+        assert!(
+            matches!(end, BodyEnd::Broken(_)),
+            "{proto:?}: a response the script died in must not look complete: {end:?}"
+        );
         assert_eq!(
             text(&server.get(proto, "/index.php").await),
             "index of /index.php"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_closes_a_broken_response_without_its_last_chunk() {
+    let server = server().await;
+    let (response, closed) = raw_until_closed(
+        server.addr,
+        b"GET /fatal_after_output.php HTTP/1.1\r\nHost: t\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
+    assert!(
+        response.contains("transfer-encoding: chunked"),
+        "{response:?}"
+    );
+    assert!(response.contains("partial output"), "{response:?}");
+    assert!(
+        !response.ends_with("0\r\n\r\n"),
+        "no terminal chunk after a script died: {response:?}"
+    );
+    assert!(closed, "the connection is closed at once, not kept alive");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_resets_a_broken_response_instead_of_ending_it() {
+    let server = server().await;
+    let mut client = H2Client::connect(server.addr, 65_535).await;
+    let response = client.get(server.addr, "/fatal_after_output.php").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let (body, end) = read_h2_body(&mut response.into_body()).await;
+    assert_eq!(&body[..], b"partial output");
+    let error = end.expect_err("the stream is reset, not ended with END_STREAM");
+    assert!(error.is_reset(), "{error:?}");
+    assert_eq!(error.reason(), Some(h2::Reason::INTERNAL_ERROR));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,7 +279,8 @@ async fn clients_that_gave_up_free_their_queue_slots() {
     .await;
     for proto in BOTH {
         let addr = server.addr;
-        let running = tokio::spawn(async move { send_get(addr, proto, "/slow.php?ms=1500").await });
+        // Long enough that both clients are queued behind it however loaded the machine is.
+        let running = tokio::spawn(async move { send_get(addr, proto, "/slow.php?ms=4000").await });
         server
             .wait_for("the worker to be busy", |s| s.busy_workers == 1)
             .await;

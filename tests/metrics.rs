@@ -36,6 +36,8 @@ const DOCUMENTED: &[&str] = &[
     "tokio_php_rate_limited_requests_total",
     "tokio_php_timed_out_requests_total",
     "tokio_php_php_fatal_errors_total",
+    "tokio_php_output_spool_bytes",
+    "tokio_php_output_spool_files",
 ];
 
 fn value(text: &str, series: &str) -> f64 {

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{json, send, text, Proto, TestServer, BOTH};
+use common::{json, send, send_until_end, text, BodyEnd, Proto, TestServer, BOTH};
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use tokio_php::layer::ErrorPagesLayer;
@@ -469,4 +469,52 @@ async fn profiles_time_every_phase_of_a_php_request() {
             "only when asked"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_response_stays_broken_through_compression_and_every_layer() {
+    let server = server(StackConfig {
+        access_log: true,
+        profile: true,
+        ..config()
+    })
+    .await;
+    let line = "stream before the fatal error ".repeat(32) + "\n";
+    for proto in BOTH {
+        let request = get("/fatal_after_stream.php")
+            .header("accept-encoding", "gzip")
+            .body(empty())
+            .unwrap();
+        let (parts, body, end) = send_until_end(server.addr, proto, request).await;
+        assert_eq!(parts.status, StatusCode::OK, "{proto:?}");
+        assert_eq!(parts.headers["content-encoding"], "gzip", "{proto:?}");
+        assert!(
+            matches!(end, BodyEnd::Broken(_)),
+            "{proto:?}: the script died mid-stream: {end:?}"
+        );
+        let decoded = gunzip_what_arrived(&body);
+        assert!(
+            !decoded.is_empty(),
+            "{proto:?}: the output before the error arrived"
+        );
+        assert!(
+            line.repeat(64).as_bytes().starts_with(&decoded),
+            "{proto:?}: what arrived is the script's output"
+        );
+    }
+}
+
+/// Decompresses as much of a truncated gzip stream as is there.
+fn gunzip_what_arrived(compressed: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut decoder = flate2::read::GzDecoder::new(compressed);
+    let mut decoded = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = decoder.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        decoded.extend_from_slice(&buf[..n]);
+    }
+    decoded
 }

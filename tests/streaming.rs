@@ -114,11 +114,14 @@ async fn a_client_that_disconnects_mid_stream_frees_its_worker() {
     }
 }
 
+/// With no temp-file spool (or its budget used up), a worker whose client is the memory buffer
+/// behind waits for it — up to the write timeout, then the client is given up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
+async fn without_a_spool_a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
     let server = TestServer::start(
         PoolConfig {
             workers: 1,
+            output_spool_limit: 0,
             write_timeout: Duration::from_millis(500),
             ..PoolConfig::default()
         },
@@ -139,10 +142,35 @@ async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
             s.busy_workers == 0
         })
         .await;
-    drop(stream);
     assert_eq!(
         server.get(Proto::Http1, "/index.php").await.status(),
         StatusCode::OK
+    );
+    // When the client reads again, what was on its way arrives and then the connection closes,
+    // without the terminal chunk: the response is visibly incomplete.
+    let mut tail = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    tail.extend_from_slice(&buf[..n]);
+                    tail.drain(..tail.len().saturating_sub(16));
+                }
+            }
+        }
+    })
+    .await
+    .is_ok();
+    assert!(
+        closed,
+        "the server closes the connection of a client it gave up on"
+    );
+    assert!(
+        !tail.ends_with(b"0\r\n\r\n"),
+        "no terminal chunk on a response broken off: {:?}",
+        String::from_utf8_lossy(&tail)
     );
 }
 

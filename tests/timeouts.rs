@@ -1,15 +1,18 @@
 //! REQUEST_TIMEOUT with real PHP: 504 when the deadline passes, the script really stopped and its
-//! worker free, and tokio_request_heartbeat() moving the deadline.
+//! worker free — also once its response is streaming —, tokio_request_heartbeat() moving the
+//! deadline, and every timeout (PHP's max_execution_time too) counted in the metrics.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{json, Proto, TestServer, BOTH};
+use common::{get_until_end, json, BodyEnd, Proto, TestServer, BOTH};
 use http::StatusCode;
-use tokio_php::layer::TimeoutLayer;
+use tokio_php::layer::{MetricsLayer, TimeoutLayer};
 use tokio_php::php::PoolConfig;
-use tower::Layer;
+use tokio_php::server::ConnectionStats;
+use tokio_php::telemetry::Metrics;
+use tower::{Layer, ServiceBuilder};
 
 async fn server(timeout: Duration) -> TestServer {
     TestServer::serve(
@@ -20,6 +23,35 @@ async fn server(timeout: Duration) -> TestServer {
         |pool| TimeoutLayer::new(timeout).layer(TestServer::php_service(pool)),
     )
     .await
+}
+
+/// [`server`] with request metrics recorded into the returned registry.
+async fn metered_server(timeout: Duration) -> (TestServer, Metrics) {
+    let metrics = Metrics::new();
+    let layer_metrics = metrics.clone();
+    let server = TestServer::serve(
+        PoolConfig {
+            workers: 1,
+            ..PoolConfig::default()
+        },
+        move |pool| {
+            ServiceBuilder::new()
+                .layer(MetricsLayer::new(layer_metrics))
+                .layer(TimeoutLayer::new(timeout))
+                .service(TestServer::php_service(pool))
+        },
+    )
+    .await;
+    (server, metrics)
+}
+
+/// `tokio_php_timed_out_requests_total` as `/metrics` would show it.
+fn timed_out_total(server: &TestServer, metrics: &Metrics) -> u64 {
+    let text = metrics.render(&ConnectionStats::default(), Some(server.pool.stats()));
+    text.lines()
+        .find_map(|line| line.strip_prefix("tokio_php_timed_out_requests_total "))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no timeout counter in:\n{text}"))
 }
 
 /// After a 504, the worker must be free again within a second (it is in milliseconds when the
@@ -102,4 +134,69 @@ async fn heartbeats_report_false_when_timeouts_are_off() {
             .await,
     );
     assert_eq!(result["beats"], serde_json::json!([false]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_that_flushed_is_still_stopped_at_the_deadline() {
+    let (server, metrics) = metered_server(Duration::from_secs(1)).await;
+    for proto in BOTH {
+        let started = Instant::now();
+        let (parts, body, end) = get_until_end(server.addr, proto, "/flush_then_sleep.php").await;
+        assert_eq!(
+            parts.status,
+            StatusCode::OK,
+            "{proto:?}: the head left before the deadline"
+        );
+        assert_eq!(&body[..], b"started;", "{proto:?}");
+        assert!(
+            matches!(end, BodyEnd::Broken(_)),
+            "{proto:?}: a response cut by the deadline must not look complete: {end:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{proto:?}: the script (sleeping 60 s) was stopped at the 1 s deadline, not run to its end"
+        );
+        assert_worker_freed_soon(&server, Instant::now()).await;
+    }
+    assert_eq!(server.pool.stats().timeouts, 2);
+    assert_eq!(
+        timed_out_total(&server, &metrics),
+        2,
+        "both count as timeouts"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_move_the_deadline_after_the_head_too() {
+    let (server, metrics) = metered_server(Duration::from_secs(1)).await;
+    for proto in BOTH {
+        // 3 × 600 ms under a 1 s timeout, each step extending it by 1 s.
+        let (parts, body, end) = get_until_end(server.addr, proto, "/streamed_heartbeat.php").await;
+        assert_eq!(parts.status, StatusCode::OK);
+        assert_eq!(&body[..], b"started;beat;beat;beat;done", "{proto:?}");
+        assert!(matches!(end, BodyEnd::Complete), "{proto:?}: {end:?}");
+    }
+    assert_eq!(timed_out_total(&server, &metrics), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_execution_time_counts_as_a_timeout() {
+    if !tokio_php::php::has_thread_timers() {
+        eprintln!("skipped: this PHP has no per-thread timers, so max_execution_time is off");
+        return;
+    }
+    let (server, metrics) = metered_server(Duration::from_secs(30)).await;
+    let (parts, _, end) = get_until_end(server.addr, Proto::Http1, "/time_limit.php?s=1").await;
+    assert_eq!(parts.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        matches!(end, BodyEnd::Complete),
+        "before the head: a plain 500"
+    );
+    let (parts, body, end) =
+        get_until_end(server.addr, Proto::H2c, "/time_limit.php?s=1&flush=1").await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(&body[..], b"started;");
+    assert!(matches!(end, BodyEnd::Broken(_)), "after the head: {end:?}");
+    assert_eq!(server.pool.stats().timeouts, 2);
+    assert_eq!(timed_out_total(&server, &metrics), 2);
 }

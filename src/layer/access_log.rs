@@ -2,8 +2,9 @@
 //! count and duration are real, for streamed responses too) or when the client went away.
 //!
 //! Fields (under `data`): `method`, `path`, `query`, `http_version`, `status`, `bytes`,
-//! `duration_ms`, `client_ip`, `user_agent`, `referer`, `tls`, and `completed` (false when the
-//! client left before the body was sent). The line is logged inside the request's span, so its
+//! `duration_ms`, `client_ip`, `user_agent`, `referer`, `tls`, `completed` (false when the
+//! client left before the body was sent, or the body broke off) and `error` (why the body broke
+//! off, e.g. the script failed after its output started; empty otherwise). The line is logged inside the request's span, so its
 //! `ctx` carries the request and trace ids of the layers outside this one.
 //!
 //! ```
@@ -75,6 +76,8 @@ struct Entry {
     /// The body length the response announced (Content-Length or an exact size).
     announced_len: Option<u64>,
     completed: bool,
+    /// Why the body broke off.
+    error: Option<String>,
 }
 
 impl Entry {
@@ -103,6 +106,7 @@ impl Entry {
             bytes: 0,
             announced_len: None,
             completed: false,
+            error: None,
         }
     }
 }
@@ -125,6 +129,7 @@ impl Drop for Entry {
             referer = %self.referer,
             tls = self.tls,
             completed = self.completed,
+            error = self.error.as_deref().unwrap_or(""),
             "{} {} {}",
             self.method,
             self.path,
@@ -204,7 +209,11 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<B: Body> Body for AccessLogBody<B> {
+impl<B> Body for AccessLogBody<B>
+where
+    B: Body,
+    B::Error: std::fmt::Display,
+{
     type Data = B::Data;
     type Error = B::Error;
 
@@ -231,8 +240,10 @@ impl<B: Body> Body for AccessLogBody<B> {
                     }
                 }
             }
-            Some(Err(_)) => {
-                this.entry.take(); // logs, not completed
+            Some(Err(error)) => {
+                if let Some(mut entry) = this.entry.take() {
+                    entry.error = Some(error.to_string()); // logs, not completed
+                }
             }
             None => {
                 if let Some(mut entry) = this.entry.take() {
@@ -331,5 +342,46 @@ mod tests {
         assert_eq!(data["completed"], true);
         assert!(data["duration_ms"].as_f64().unwrap() >= 0.0);
         assert_eq!(lines[1]["data"]["completed"], false);
+    }
+
+    /// Sends `part`, then fails.
+    struct BreaksOff(Option<Bytes>);
+
+    impl Body for BreaksOff {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            Poll::Ready(Some(match self.0.take() {
+                Some(part) => Ok(Frame::data(part)),
+                None => Err(std::io::Error::other("the script failed")),
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_breaks_off_is_logged_incomplete_with_its_error() {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(crate::log::JsonLayer::new("tokio_php", move || {
+                writer.clone()
+            }));
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let service = AccessLogLayer::new().layer(service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(BreaksOff(Some(Bytes::from_static(b"part")))))
+        }));
+        let response = service.oneshot(Request::new(())).await.unwrap();
+        assert!(response.into_body().collect().await.is_err());
+
+        let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["data"]["bytes"], 4);
+        assert_eq!(line["data"]["completed"], false);
+        assert_eq!(line["data"]["error"], "the script failed");
     }
 }

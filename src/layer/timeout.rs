@@ -8,6 +8,12 @@
 //! answers 504 with an empty body and fires the interrupt: the script ends at its next opcode
 //! (a blocking `sleep()` is woken), and its worker is free for the next request.
 //!
+//! A response can come back while the work behind it still runs: a streamed PHP response leaves
+//! with its first chunk or `flush()`. Then the deadline keeps running in a task of its own until
+//! the work ends (it calls [`Deadline::clear_on_expire`]); if the deadline passes first, the work
+//! is interrupted all the same, and the PHP body breaks off (an HTTP/1.1 connection closed without
+//! its last chunk, an HTTP/2 stream reset) instead of ending as if complete.
+//!
 //! Re-arming is lazy: when the timer fires, the layer re-reads the deadline and sleeps again if a
 //! heartbeat moved it, so a heartbeat costs one atomic operation and no wake-up.
 //!
@@ -39,8 +45,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service};
+use tracing::Instrument;
 
 type Interrupt = Box<dyn FnOnce() + Send>;
 
@@ -56,6 +64,8 @@ struct DeadlineShared {
     deadline_ms: AtomicU64,
     max_extension: Duration,
     interrupt: Mutex<InterruptState>,
+    /// Signalled when the work behind the request finishes.
+    work_finished: Notify,
 }
 
 #[derive(Default)]
@@ -83,6 +93,7 @@ impl Deadline {
                 deadline_ms: AtomicU64::new(millis(timeout)),
                 max_extension: timeout,
                 interrupt: Mutex::new(InterruptState::default()),
+                work_finished: Notify::new(),
             }),
         }
     }
@@ -124,9 +135,36 @@ impl Deadline {
         }
     }
 
-    /// Forgets the registered interrupt (the work finished).
+    /// Forgets the registered interrupt: the work finished, and the deadline no longer needs
+    /// watching.
     pub fn clear_on_expire(&self) {
         self.lock().on_expire = None;
+        self.shared.work_finished.notify_one();
+    }
+
+    /// Whether work registered with [`on_expire`](Self::on_expire) is still running.
+    fn has_running_work(&self) -> bool {
+        self.lock().on_expire.is_some()
+    }
+
+    /// Expires at the deadline (moved by heartbeats meanwhile) unless the work finishes first.
+    async fn expire_unless_finished(self) {
+        let finished = self.shared.work_finished.notified();
+        let mut finished = std::pin::pin!(finished);
+        loop {
+            tokio::select! {
+                () = &mut finished => return,
+                () = tokio::time::sleep_until(self.instant()) => {
+                    if self.instant() <= Instant::now() {
+                        tracing::warn!(
+                            "request timed out after its response head was sent; stopping it"
+                        );
+                        self.expire();
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     /// Whether the request timed out.
@@ -234,6 +272,11 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         if let Poll::Ready(result) = this.inner.poll(cx) {
+            if this.deadline.has_running_work() {
+                // A streamed response: its work runs on, and the deadline still applies to it.
+                let watch = this.deadline.clone().expire_unless_finished();
+                tokio::spawn(watch.instrument(tracing::Span::current()));
+            }
             return Poll::Ready(result);
         }
         loop {
@@ -279,6 +322,59 @@ mod tests {
         assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
         assert!(response.body().is_empty());
         assert!(interrupted.load(Ordering::SeqCst));
+    }
+
+    /// A service whose response leaves at once while its work goes on for `work`, interruptible
+    /// through the deadline; `interrupted` tells whether the deadline stopped it.
+    fn streaming_service(
+        work: Duration,
+        interrupted: Arc<AtomicBool>,
+    ) -> impl Service<
+        Request<()>,
+        Response = Response<String>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<Response<String>, Infallible>>,
+    > + Clone {
+        service_fn(move |request: Request<()>| {
+            let deadline = request.extensions().get::<Deadline>().unwrap().clone();
+            let flag = interrupted.clone();
+            deadline.on_expire(move || flag.store(true, Ordering::SeqCst));
+            tokio::spawn(async move {
+                tokio::time::sleep(work).await;
+                deadline.clear_on_expire();
+            });
+            async { Ok::<_, Infallible>(Response::new(String::from("head sent, body streaming"))) }
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_still_stops_work_that_outlives_its_response_head() {
+        let interrupted = Arc::new(AtomicBool::new(false));
+        let service = TimeoutLayer::new(Duration::from_secs(2)).layer(streaming_service(
+            Duration::from_secs(60),
+            interrupted.clone(),
+        ));
+        let response = service.oneshot(Request::new(())).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(1900)).await;
+        assert!(
+            !interrupted.load(Ordering::SeqCst),
+            "not before the deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(interrupted.load(Ordering::SeqCst), "at the deadline");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_that_finishes_after_its_head_in_time_is_left_alone() {
+        let interrupted = Arc::new(AtomicBool::new(false));
+        let service = TimeoutLayer::new(Duration::from_secs(2)).layer(streaming_service(
+            Duration::from_secs(1),
+            interrupted.clone(),
+        ));
+        service.oneshot(Request::new(())).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!interrupted.load(Ordering::SeqCst));
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -14,7 +14,8 @@ use tokio::sync::oneshot;
 
 use super::ffi;
 use super::request::PhpRequest;
-use super::response::{Exchange, OutputSettings, ResponseStart};
+use super::response::{Exchange, OutputSettings, ResponseStart, ScriptCounters};
+use super::spool::{DiskBudget, SpoolLimits};
 use crate::layer::Deadline;
 
 /// PHP threads need far more stack than Rust's 2 MiB default (deep recursion, the compiler).
@@ -29,9 +30,13 @@ pub struct PoolConfig {
     pub queue_capacity: usize,
     /// Output is sent to the client in chunks of about this size.
     pub chunk_size: usize,
-    /// Output buffered for a slow client before the script blocks.
+    /// Output a response holds in memory for a client that reads slower than the script writes;
+    /// past it, output goes to a temporary file.
     pub output_buffer_limit: usize,
-    /// A client that accepts no output for this long is treated as gone.
+    /// Temporary-file bytes all responses together may hold for their clients (0: none; a
+    /// script whose client is `output_buffer_limit` behind then waits for it).
+    pub output_spool_limit: u64,
+    /// A client that accepts no output for this long while output waits for it is given up.
     pub write_timeout: Duration,
 }
 
@@ -42,6 +47,7 @@ impl Default for PoolConfig {
             queue_capacity: 0,
             chunk_size: 16 * 1024,
             output_buffer_limit: 256 * 1024,
+            output_spool_limit: 1 << 30,
             write_timeout: Duration::from_secs(60),
         }
     }
@@ -78,6 +84,8 @@ pub(crate) struct Job {
     pub(crate) deadline: Option<Deadline>,
     /// Time spent preparing the request before it was queued.
     pub(crate) parse_time: Duration,
+    /// The tokio runtime serving the request, for tasks its response needs.
+    pub(crate) runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Job {
@@ -185,7 +193,7 @@ struct Shared {
     busy: AtomicUsize,
     live: Mutex<usize>,
     all_stopped: Condvar,
-    fatal_errors: Arc<AtomicU64>,
+    counters: Arc<ScriptCounters>,
     workers: usize,
 }
 
@@ -215,7 +223,10 @@ impl Submitter {
             live_workers: *lock(&self.shared.live),
             queued: self.shared.queue.len(),
             queue_capacity: self.shared.queue.capacity,
-            fatal_errors: self.shared.fatal_errors.load(Ordering::Relaxed),
+            fatal_errors: self.shared.counters.fatal_errors.load(Ordering::Relaxed),
+            timeouts: self.shared.counters.timeouts.load(Ordering::Relaxed),
+            spooled_bytes: self.shared.output.spool.disk.used(),
+            spool_files: self.shared.output.spool.disk.files(),
         }
     }
 }
@@ -242,6 +253,14 @@ pub struct PoolStats {
     pub queue_capacity: usize,
     /// PHP fatal errors (including uncaught exceptions and memory_limit) since start.
     pub fatal_errors: u64,
+    /// Scripts stopped by a timeout that was not answered `504` (which the timeout layer
+    /// counts): `REQUEST_TIMEOUT` passing after the response head was sent, and PHP's
+    /// `max_execution_time`, since start.
+    pub timeouts: u64,
+    /// Bytes of output waiting for slow clients in temporary files now.
+    pub spooled_bytes: u64,
+    /// Temporary files holding such output now.
+    pub spool_files: usize,
     /// Workers running a script right now.
     pub busy_workers: usize,
     /// Worker threads alive.
@@ -276,13 +295,16 @@ impl PhpPool {
             queue: JobQueue::new(queue_capacity),
             output: OutputSettings {
                 chunk_size: config.chunk_size.max(1),
-                buffer_limit: config.output_buffer_limit.max(1),
-                write_timeout: config.write_timeout,
+                spool: SpoolLimits {
+                    memory: config.output_buffer_limit.max(1),
+                    disk: Arc::new(DiskBudget::new(config.output_spool_limit)),
+                    write_timeout: config.write_timeout,
+                },
             },
             busy: AtomicUsize::new(0),
             live: Mutex::new(0),
             all_stopped: Condvar::new(),
-            fatal_errors: Arc::default(),
+            counters: Arc::default(),
             workers,
         });
         for id in 0..workers {
@@ -455,6 +477,7 @@ fn run_job(job: Job, shared: &Shared, thread: &Arc<ThreadHandle>, request_seq: u
         span,
         deadline,
         parse_time,
+        runtime,
     } = job;
     let _entered = span.enter();
     let queue_time = queued_at.elapsed();
@@ -467,8 +490,9 @@ fn run_job(job: Job, shared: &Shared, thread: &Arc<ThreadHandle>, request_seq: u
         });
     }
     let body = std::mem::replace(&mut request.body, super::body::RequestBody::empty());
-    let mut exchange = Exchange::new(body, reply, shared.output)
-        .with_error_counter(shared.fatal_errors.clone())
+    let mut exchange = Exchange::new(body, reply, shared.output.clone())
+        .with_runtime(runtime)
+        .with_counters(shared.counters.clone())
         .with_deadline(deadline.clone())
         .with_timings(parse_time, queue_time);
     let mut entries = Vec::new();

@@ -2,9 +2,11 @@
 //!
 //! Output is coalesced on the worker into chunks; the status and headers leave with the first
 //! chunk (or `flush()`). A script that finishes before its first chunk is sent gets one complete
-//! response with an exact length; anything longer streams.
+//! response with an exact length; anything longer streams. A streamed response that cannot be
+//! completed ends with an [`IncompleteResponse`] error rather than an ordinary end.
 
-use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,8 +20,8 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::oneshot;
 
 use super::body::RequestBody;
-use super::channel::{chunk_channel, ChunkReceiver, ChunkSender};
 use super::ffi;
+use super::spool::{spool, SpoolLimits, SpoolReader, SpoolWriter};
 use crate::layer::Deadline;
 
 /// The body of a response produced by [`PhpService`](crate::php::PhpService).
@@ -33,8 +35,41 @@ enum Kind {
     Complete(Option<Bytes>),
     Streaming {
         first: Option<Bytes>,
-        rest: ChunkReceiver,
+        rest: SpoolReader,
+        /// Set once the body is known to break off.
+        broken: Option<BreakOff>,
     },
+}
+
+/// How long a breaking body waits before failing, so the connection can write what preceded the
+/// break: hyper discards output it has not written yet when a body fails, and HTTP/2 drops a
+/// reset stream's queued frames (the response head included). The connection task runs within
+/// microseconds unless the server is overloaded; the wait costs nothing but the failure's delay.
+const BREAK_OFF_GRACE: Duration = Duration::from_millis(20);
+
+/// A streamed body that will not be completed: its error, yielded after [`BREAK_OFF_GRACE`].
+struct BreakOff {
+    reason: IncompleteResponse,
+    grace: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl BreakOff {
+    fn new(reason: IncompleteResponse) -> BreakOff {
+        BreakOff {
+            reason,
+            grace: Box::pin(tokio::time::sleep(BREAK_OFF_GRACE)),
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<IncompleteResponse> {
+        self.grace.as_mut().poll(cx).map(|()| self.reason)
+    }
+}
+
+impl fmt::Debug for BreakOff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("BreakOff").field(&self.reason).finish()
+    }
 }
 
 impl PhpBody {
@@ -53,11 +88,12 @@ impl PhpBody {
         }
     }
 
-    fn streaming(first: Bytes, rest: ChunkReceiver) -> Self {
+    fn streaming(first: Bytes, rest: SpoolReader) -> Self {
         PhpBody {
             kind: Kind::Streaming {
                 first: (!first.is_empty()).then_some(first),
                 rest,
+                broken: None,
             },
         }
     }
@@ -69,22 +105,76 @@ impl Default for PhpBody {
     }
 }
 
+/// Why a streamed response body breaks off instead of ending: its status and headers are sent,
+/// but not all of its body will be. The body yields this as its error, so hyper closes an HTTP/1.1
+/// connection without the terminating chunk (or short of its Content-Length) and resets an
+/// HTTP/2 stream (`RST_STREAM`) — the client sees a failed response, not a complete short one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IncompleteResponse {
+    /// The script died after its output started: a fatal error, an uncaught exception,
+    /// `memory_limit`.
+    ScriptFailed,
+    /// `REQUEST_TIMEOUT` passed after the response head was sent; the script was stopped.
+    RequestTimeout,
+    /// PHP's `max_execution_time` stopped the script after its output started.
+    ExecutionTimeLimit,
+    /// The client accepted no output for the write timeout and was given up.
+    ClientStalled,
+    /// Output spooled to a temporary file could not be read back.
+    OutputLost,
+}
+
+impl fmt::Display for IncompleteResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IncompleteResponse::ScriptFailed => "the script failed after its output started",
+            IncompleteResponse::RequestTimeout => {
+                "REQUEST_TIMEOUT passed after the response head was sent; the script was stopped"
+            }
+            IncompleteResponse::ExecutionTimeLimit => {
+                "max_execution_time stopped the script after its output started"
+            }
+            IncompleteResponse::ClientStalled => {
+                "the client accepted no output for the write timeout"
+            }
+            IncompleteResponse::OutputLost => {
+                "output spooled to a temporary file could not be read back"
+            }
+        })
+    }
+}
+
+impl std::error::Error for IncompleteResponse {}
+
 impl Body for PhpBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = IncompleteResponse;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, IncompleteResponse>>> {
         match &mut self.kind {
             Kind::Complete(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Kind::Streaming { first, rest } => {
+            Kind::Streaming {
+                first,
+                rest,
+                broken,
+            } => {
                 if let Some(data) = first.take() {
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                rest.poll_recv(cx)
-                    .map(|chunk| chunk.map(|d| Ok(Frame::data(d))))
+                if let Some(broken) = broken {
+                    return broken.poll(cx).map(|reason| Some(Err(reason)));
+                }
+                match std::task::ready!(rest.poll_recv(cx)) {
+                    Some(Err(reason)) => broken
+                        .insert(BreakOff::new(reason))
+                        .poll(cx)
+                        .map(|reason| Some(Err(reason))),
+                    chunk => Poll::Ready(chunk.map(|result| result.map(Frame::data))),
+                }
             }
         }
     }
@@ -92,7 +182,11 @@ impl Body for PhpBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Complete(data) => data.is_none(),
-            Kind::Streaming { first, rest } => first.is_none() && rest.is_finished(),
+            Kind::Streaming {
+                first,
+                rest,
+                broken,
+            } => first.is_none() && broken.is_none() && rest.is_finished(),
         }
     }
 
@@ -262,14 +356,12 @@ impl ResponseStart {
 }
 
 /// Output tuning for one request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct OutputSettings {
     /// Output is sent once this much is buffered (or on flush / the end of the script).
     pub(crate) chunk_size: usize,
-    /// At most this much output waits for a slow client before PHP blocks.
-    pub(crate) buffer_limit: usize,
-    /// A client that reads nothing for this long is treated as gone.
-    pub(crate) write_timeout: Duration,
+    /// Where output waits for a slow client (memory, then a temp file), and for how long.
+    pub(crate) spool: SpoolLimits,
 }
 
 /// One request's state on the worker thread: the body PHP reads and the output it writes.
@@ -279,14 +371,48 @@ pub(crate) struct Exchange {
     reply: Option<oneshot::Sender<ResponseStart>>,
     head: Option<Head>,
     buffer: BytesMut,
-    stream: Option<ChunkSender>,
+    stream: Option<SpoolWriter>,
     client_gone: bool,
     settings: OutputSettings,
+    /// Where a streamed response's spool may start its watchdog.
+    runtime: Option<tokio::runtime::Handle>,
     deadline: Option<Deadline>,
     flushed: bool,
+    /// Set when a fatal error is ending the script.
+    failure: Option<ScriptFailure>,
     clock: Clock,
     timings: PhpTimings,
-    fatal_errors: Option<Arc<AtomicU64>>,
+    counters: Option<Arc<ScriptCounters>>,
+}
+
+/// How a script ended early (a `tp_failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScriptFailure {
+    FatalError,
+    /// `max_execution_time`, or the request's deadline interrupting it.
+    TimedOut,
+}
+
+impl ScriptFailure {
+    fn from_ffi(failure: i32) -> Option<ScriptFailure> {
+        match failure {
+            f if f == ffi::tp_failure::TP_FAILURE_FATAL_ERROR as i32 => {
+                Some(ScriptFailure::FatalError)
+            }
+            f if f == ffi::tp_failure::TP_FAILURE_TIMED_OUT as i32 => Some(ScriptFailure::TimedOut),
+            _ => None,
+        }
+    }
+}
+
+/// What a pool counts about the scripts it ran (reported in its `PoolStats`).
+#[derive(Debug, Default)]
+pub(crate) struct ScriptCounters {
+    /// PHP fatal errors (the script ended on one), counted by type.
+    pub(crate) fatal_errors: AtomicU64,
+    /// Scripts stopped by a timeout the timeout layer did not answer `504`: `REQUEST_TIMEOUT`
+    /// after the response head was sent, or `max_execution_time` at any point.
+    pub(crate) timeouts: AtomicU64,
 }
 
 impl Exchange {
@@ -303,18 +429,40 @@ impl Exchange {
             stream: None,
             client_gone: false,
             settings,
+            runtime: None,
             deadline: None,
             flushed: false,
+            failure: None,
             clock: Clock::new(),
             timings: PhpTimings::default(),
-            fatal_errors: None,
+            counters: None,
         }
     }
 
-    /// Counts this request's PHP fatal errors into `counter`.
-    pub(crate) fn with_error_counter(mut self, counter: Arc<AtomicU64>) -> Self {
-        self.fatal_errors = Some(counter);
+    /// The tokio runtime the request came from (the worker thread is not in one).
+    pub(crate) fn with_runtime(mut self, runtime: Option<tokio::runtime::Handle>) -> Self {
+        self.runtime = runtime;
         self
+    }
+
+    /// Counts this request's fatal errors and timeouts into `counters`.
+    pub(crate) fn with_counters(mut self, counters: Arc<ScriptCounters>) -> Self {
+        self.counters = Some(counters);
+        self
+    }
+
+    /// PHP is ending the script on a fatal error (a `tp_failure`): the first one decides how the
+    /// response ends, and counts as the request's fatal error (whatever log_errors says).
+    pub(crate) fn script_failed(&mut self, failure: i32) {
+        let Some(failure) = ScriptFailure::from_ffi(failure) else {
+            return;
+        };
+        if self.failure.is_none() {
+            if let Some(counters) = &self.counters {
+                counters.fatal_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            self.failure = Some(failure);
+        }
     }
 
     /// Timings measured before the worker took the request.
@@ -330,11 +478,6 @@ impl Exchange {
         match phase {
             p if p == ffi::tp_phase::TP_PHASE_STARTED as i32 => self.clock.script_started = now,
             p if p == ffi::tp_phase::TP_PHASE_SCRIPT_DONE as i32 => self.clock.script_done = now,
-            p if p == ffi::tp_phase::TP_PHASE_FATAL_ERROR as i32 => {
-                if let Some(counter) = &self.fatal_errors {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-            }
             _ => {}
         }
     }
@@ -384,11 +527,55 @@ impl Exchange {
         }
     }
 
-    /// The script ended: completes the response (unless `finish_early` already did).
+    /// The script ended: completes the response (unless `finish_early` already did), or, when
+    /// the script died after the response started streaming, breaks it off.
     pub(crate) fn finish(mut self) {
         self.clock.finished = Some(Instant::now());
-        if !self.client_gone && (self.reply.is_some() || self.stream.is_some()) {
-            self.send(true);
+        let failure = self.failure_reason();
+        self.count_timeout(failure);
+        match failure {
+            Some(reason) if self.stream.is_some() => self.break_off(reason),
+            _ => {
+                if !self.client_gone && (self.reply.is_some() || self.stream.is_some()) {
+                    self.send(true);
+                }
+            }
+        }
+    }
+
+    /// Why the script did not end normally, as a response under way would report it.
+    fn failure_reason(&self) -> Option<IncompleteResponse> {
+        Some(match self.failure? {
+            ScriptFailure::FatalError => IncompleteResponse::ScriptFailed,
+            // The deadline's interrupt and max_execution_time end a script the same way.
+            ScriptFailure::TimedOut if self.deadline.as_ref().is_some_and(Deadline::is_expired) => {
+                IncompleteResponse::RequestTimeout
+            }
+            ScriptFailure::TimedOut => IncompleteResponse::ExecutionTimeLimit,
+        })
+    }
+
+    fn count_timeout(&self, failure: Option<IncompleteResponse>) {
+        let head_sent = self.reply.is_none();
+        let counted = match failure {
+            Some(IncompleteResponse::ExecutionTimeLimit) => true,
+            // Before the head, the timeout layer answered (and counted) a 504.
+            Some(IncompleteResponse::RequestTimeout) => head_sent,
+            _ => false,
+        };
+        if let (true, Some(counters)) = (counted, &self.counters) {
+            counters.timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends the output PHP produced before it stopped, then ends the stream as incomplete.
+    fn break_off(&mut self, reason: IncompleteResponse) {
+        if !self.client_gone {
+            self.send(false);
+            tracing::warn!(%reason, "response broken off after its head was sent");
+        }
+        if let Some(stream) = self.stream.take() {
+            stream.fail(reason);
         }
     }
 
@@ -419,9 +606,9 @@ impl Exchange {
         let body = if last {
             PhpBody::full(data)
         } else {
-            let (sender, receiver) = chunk_channel(self.settings.buffer_limit);
-            self.stream = Some(sender);
-            PhpBody::streaming(data, receiver)
+            let (writer, reader) = spool(self.settings.spool.clone(), self.runtime.take());
+            self.stream = Some(writer);
+            PhpBody::streaming(data, reader)
         };
         reply
             .send(ResponseStart {
@@ -441,7 +628,7 @@ impl Exchange {
         if data.is_empty() {
             return !stream.is_closed();
         }
-        match stream.send(data, self.settings.write_timeout) {
+        match stream.send(data) {
             Ok(()) => true,
             Err(error) => {
                 tracing::debug!(?error, "client stopped receiving the response");
@@ -459,8 +646,11 @@ mod tests {
     fn settings(chunk_size: usize) -> OutputSettings {
         OutputSettings {
             chunk_size,
-            buffer_limit: 1 << 20,
-            write_timeout: Duration::from_secs(5),
+            spool: SpoolLimits {
+                memory: 1 << 20,
+                disk: Arc::new(super::super::spool::DiskBudget::new(0)),
+                write_timeout: Duration::from_secs(5),
+            },
         }
     }
 

@@ -144,6 +144,7 @@ const HOST_CALLBACKS: ffi::tp_host_callbacks = ffi::tp_host_callbacks {
     heartbeat: Some(host_heartbeat),
     phase: Some(host_phase),
     finish: Some(host_finish),
+    script_failed: Some(host_script_failed),
 };
 
 /// Runs a host callback's body, turning a panic into `fallback` and an error log line: a panic
@@ -243,6 +244,13 @@ unsafe extern "C" fn host_phase(ctx: *mut c_void, phase: c_int) {
 unsafe extern "C" fn host_finish(ctx: *mut c_void) {
     // SAFETY: the shim passes the running request's ctx.
     guarded("finish", (), || unsafe { exchange(ctx).finish_early() })
+}
+
+unsafe extern "C" fn host_script_failed(ctx: *mut c_void, failure: c_int) {
+    // SAFETY: the shim passes the running request's ctx.
+    guarded("script_failed", (), || unsafe {
+        exchange(ctx).script_failed(failure)
+    })
 }
 
 unsafe extern "C" fn host_log(ctx: *mut c_void, msg: *const c_char, len: usize, level: c_int) {

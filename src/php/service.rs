@@ -180,6 +180,7 @@ impl PhpService {
             span: tracing::Span::current(),
             deadline: parts.extensions.get::<Deadline>().cloned(),
             parse_time: received.elapsed(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         };
         match self.pool.try_submit(job) {
             Ok(()) => {}

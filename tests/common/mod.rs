@@ -151,7 +151,8 @@ impl TestServer {
 
     /// Waits (bounded) until the pool reaches a state.
     pub async fn wait_for(&self, what: &str, condition: impl Fn(PoolStats) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Generous: the machine may be busy with other test binaries and builds.
+        let deadline = Instant::now() + Duration::from_secs(30);
         while !condition(self.pool.stats()) {
             assert!(
                 Instant::now() < deadline,
@@ -263,4 +264,166 @@ pub fn json(response: &Response<Bytes>) -> serde_json::Value {
 
 pub fn text(response: &Response<Bytes>) -> &str {
     std::str::from_utf8(response.body()).unwrap()
+}
+
+/// How a response body ended, as the client saw it.
+#[derive(Debug)]
+pub enum BodyEnd {
+    /// The body ended normally (HTTP/1.1 last chunk or full length, HTTP/2 END_STREAM).
+    Complete,
+    /// The body broke off: an HTTP/1.1 connection closed early or an HTTP/2 stream reset.
+    Broken(String),
+}
+
+/// Sends one GET on a fresh connection with hyper's client and reads the body until it ends or
+/// breaks off, keeping what arrived (a truncated body is a result here, not a failure).
+pub async fn get_until_end(
+    addr: SocketAddr,
+    proto: Proto,
+    path: &str,
+) -> (http::response::Parts, Bytes, BodyEnd) {
+    let request = Request::get(path).body(Full::default()).unwrap();
+    send_until_end(addr, proto, request).await
+}
+
+/// [`get_until_end`] for any request.
+pub async fn send_until_end(
+    addr: SocketAddr,
+    proto: Proto,
+    mut request: Request<Full<Bytes>>,
+) -> (http::response::Parts, Bytes, BodyEnd) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let io = TokioIo::new(stream);
+        let response = match proto {
+            Proto::Http1 => {
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+                tokio::spawn(conn);
+                request
+                    .headers_mut()
+                    .insert(http::header::HOST, addr.to_string().parse().unwrap());
+                sender.send_request(request).await.unwrap()
+            }
+            Proto::H2c => {
+                let (mut sender, conn) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                        .await
+                        .unwrap();
+                tokio::spawn(conn);
+                let uri = format!("http://{addr}{}", request.uri().path_and_query().unwrap());
+                *request.uri_mut() = uri.parse().unwrap();
+                sender.send_request(request).await.unwrap()
+            }
+        };
+        let (parts, mut body) = response.into_parts();
+        let mut received = Vec::new();
+        let end = loop {
+            match body.frame().await {
+                None => break BodyEnd::Complete,
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        received.extend_from_slice(data);
+                    }
+                }
+                Some(Err(error)) => break BodyEnd::Broken(format!("{error:?}")),
+            }
+        };
+        (parts, Bytes::from(received), end)
+    })
+    .await
+    .expect("the body ends or breaks off within 30s")
+}
+
+/// Writes a raw HTTP/1.1 request on a fresh connection and reads until the server closes it.
+/// Returns the bytes read and whether the server closed the connection within `limit` (a
+/// keep-alive connection the server leaves open is cut off at `limit`).
+pub async fn raw_until_closed(
+    addr: SocketAddr,
+    request: &[u8],
+    limit: Duration,
+) -> (Vec<u8>, bool) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut response = Vec::new();
+    let closed = tokio::time::timeout(limit, async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => response.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (response, closed)
+}
+
+/// An HTTP/2 (h2c) connection through the `h2` crate, for what hyper's client hides: stream
+/// resets with their reason, and flow-control windows chosen by the test.
+pub struct H2Client {
+    pub sender: h2::client::SendRequest<Bytes>,
+    /// Sets the connection's INITIAL_WINDOW_SIZE (applies to open streams too).
+    pub set_window: tokio::sync::mpsc::UnboundedSender<u32>,
+}
+
+impl H2Client {
+    /// Connects with `window` as every stream's initial receive window (0: the server can send
+    /// no body byte until the window is raised).
+    pub async fn connect(addr: SocketAddr, window: u32) -> H2Client {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (sender, mut connection) = h2::client::Builder::new()
+            .initial_window_size(window)
+            .handshake::<_, Bytes>(tcp)
+            .await
+            .unwrap();
+        let (set_window, mut windows) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        tokio::spawn(async move {
+            let mut windows_open = true;
+            loop {
+                tokio::select! {
+                    result = &mut connection => { let _ = result; return; }
+                    window = windows.recv(), if windows_open => match window {
+                        Some(window) => {
+                            connection.set_target_window_size(window);
+                            let _ = connection.set_initial_window_size(window);
+                        }
+                        None => windows_open = false,
+                    },
+                }
+            }
+        });
+        H2Client { sender, set_window }
+    }
+
+    /// Sends a GET and waits for the response head.
+    pub async fn get(&mut self, addr: SocketAddr, path: &str) -> http::Response<h2::RecvStream> {
+        let request = Request::get(format!("http://{addr}{path}"))
+            .body(())
+            .unwrap();
+        let mut sender = self.sender.clone().ready().await.unwrap();
+        let (response, _) = sender.send_request(request, true).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), response)
+            .await
+            .expect("a response head within 30s")
+            .unwrap()
+    }
+}
+
+/// Reads an h2 body to its end or its reset, releasing flow-control capacity as it goes.
+pub async fn read_h2_body(body: &mut h2::RecvStream) -> (Vec<u8>, Result<(), h2::Error>) {
+    let mut received = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), body.data())
+            .await
+            .expect("body data within 30s")
+        {
+            None => return (received, Ok(())),
+            Some(Ok(data)) => {
+                let _ = body.flow_control().release_capacity(data.len());
+                received.extend_from_slice(&data);
+            }
+            Some(Err(error)) => return (received, Err(error)),
+        }
+    }
 }
