@@ -292,7 +292,8 @@ fn worker_exited(shared: &Shared) {
 /// Whether the worker thread may take another job.
 enum ThreadState {
     Healthy,
-    /// PHP's state on this thread is suspect (a bailout escaped request shutdown).
+    /// PHP's state on this thread is suspect (a bailout escaped request shutdown, or PHP
+    /// overflowed its C stack).
     Unusable,
 }
 
@@ -405,9 +406,19 @@ fn run_job(job: Job, shared: &Shared, thread: &Arc<ThreadHandle>, request_seq: u
     if let Some(deadline) = &deadline {
         deadline.clear_on_expire();
     }
-    exchange.finish();
     match outcome {
-        ffi::tp_outcome::TP_OUTCOME_OK => ThreadState::Healthy,
-        ffi::tp_outcome::TP_OUTCOME_THREAD_UNUSABLE => ThreadState::Unusable,
+        ffi::tp_outcome::TP_OUTCOME_OK => {
+            exchange.finish();
+            ThreadState::Healthy
+        }
+        ffi::tp_outcome::TP_OUTCOME_THREAD_UNUSABLE => {
+            exchange.finish();
+            ThreadState::Unusable
+        }
+        ffi::tp_outcome::TP_OUTCOME_STACK_OVERFLOW => {
+            tracing::warn!("PHP overflowed its C stack; answering 500 and replacing this worker");
+            exchange.abandon();
+            ThreadState::Unusable
+        }
     }
 }

@@ -397,6 +397,14 @@ impl Exchange {
         }
     }
 
+    /// PHP was stopped mid-instruction (a C stack overflow): what it left for the response is not
+    /// trustworthy. Unless part of the response already left, the reply is dropped unanswered,
+    /// so the service answers its own `500`; a response already streaming just ends here.
+    pub(crate) fn abandon(mut self) {
+        self.reply = None;
+        self.stream = None;
+    }
+
     fn send(&mut self, last: bool) -> bool {
         let started = Instant::now();
         let data = self.buffer.split().freeze();
