@@ -133,7 +133,12 @@ const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     (
         "tokio_php_php_fatal_errors_total",
         Kind::Counter,
-        "PHP fatal errors (uncaught exceptions and memory_limit included).",
+        "PHP fatal errors (uncaught exceptions, memory_limit and stack overflows included).",
+    ),
+    (
+        "tokio_php_php_workers_replaced_total",
+        Kind::Counter,
+        "PHP worker threads retired after an unrecoverable error (a stack overflow included) and replaced.",
     ),
     (
         "tokio_php_php_workers",
@@ -321,6 +326,13 @@ impl Metrics {
                     &METADATA,
                 )
                 .absolute(pool.fatal_errors);
+            self.inner
+                .recorder
+                .register_counter(
+                    &Key::from_static_name("tokio_php_php_workers_replaced_total"),
+                    &METADATA,
+                )
+                .absolute(pool.replaced_workers);
         }
         self.sample_node();
         inner.handle.render()

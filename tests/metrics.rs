@@ -36,6 +36,7 @@ const DOCUMENTED: &[&str] = &[
     "tokio_php_rate_limited_requests_total",
     "tokio_php_timed_out_requests_total",
     "tokio_php_php_fatal_errors_total",
+    "tokio_php_php_workers_replaced_total",
 ];
 
 fn value(text: &str, series: &str) -> f64 {

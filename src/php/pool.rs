@@ -97,6 +97,7 @@ struct Shared {
     live: Mutex<usize>,
     all_stopped: Condvar,
     fatal_errors: Arc<AtomicU64>,
+    replaced_workers: AtomicU64,
     workers: usize,
 }
 
@@ -131,6 +132,7 @@ impl Submitter {
             queued: self.jobs.len(),
             queue_capacity: self.jobs.capacity().unwrap_or(0),
             fatal_errors: self.shared.fatal_errors.load(Ordering::Relaxed),
+            replaced_workers: self.shared.replaced_workers.load(Ordering::Relaxed),
         }
     }
 }
@@ -155,8 +157,12 @@ pub struct PoolStats {
     pub workers: usize,
     /// Requests that may wait for a worker.
     pub queue_capacity: usize,
-    /// PHP fatal errors (including uncaught exceptions and memory_limit) since start.
+    /// PHP fatal errors (including uncaught exceptions, memory_limit and stack overflows) since
+    /// start.
     pub fatal_errors: u64,
+    /// Worker threads retired after an unrecoverable error (a C stack overflow included) and
+    /// replaced by fresh ones, since start.
+    pub replaced_workers: u64,
     /// Workers running a script right now.
     pub busy_workers: usize,
     /// Worker threads alive.
@@ -202,6 +208,7 @@ impl PhpPool {
             live: Mutex::new(0),
             all_stopped: Condvar::new(),
             fatal_errors: Arc::default(),
+            replaced_workers: AtomicU64::new(0),
             workers,
         });
         super::runtime::set_server_info(workers, queue_capacity);
@@ -358,8 +365,13 @@ fn worker_main(id: usize, shared: Arc<Shared>) {
             worker = id,
             "PHP worker thread retired after an unrecoverable error; starting a fresh one"
         );
-        if let Err(e) = spawn_worker(id, shared.clone()) {
-            tracing::error!(worker = id, error = %e, "could not start a replacement PHP worker");
+        match spawn_worker(id, shared.clone()) {
+            Ok(()) => {
+                shared.replaced_workers.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::error!(worker = id, error = %e, "could not start a replacement PHP worker");
+            }
         }
     }
     worker_exited(&shared);
