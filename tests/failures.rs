@@ -141,6 +141,39 @@ async fn exceeding_memory_limit_answers_500_and_every_worker_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_overflow_answers_500_and_its_worker_is_replaced() {
+    let server = server().await;
+    let mut replaced = 0;
+    for proto in BOTH {
+        for path in [
+            "/overflow/array_map.php",
+            "/overflow/to_string.php",
+            "/overflow/serialize.php",
+        ] {
+            let response = server.get(proto, path).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "{proto:?} {path}"
+            );
+            assert_eq!(text(&response), "500 Internal Server Error\n");
+            replaced += 1;
+            server
+                .wait_for("the overflowed worker's replacement", |s| {
+                    s.replaced_workers == replaced && s.live_workers == WORKERS
+                })
+                .await;
+        }
+        assert_every_worker_healthy(&server, proto).await;
+    }
+    assert_eq!(
+        server.pool.stats().fatal_errors,
+        replaced,
+        "each overflow is a fatal error"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fatal_error_after_output_keeps_the_status_and_truncates() {
     let server = server().await;
     for proto in BOTH {
