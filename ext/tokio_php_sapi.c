@@ -443,6 +443,10 @@ static void tp_sapi_ini_defaults(HashTable *configuration_hash)
      * front page about 6 %). opcache.jit=off (PHP_INI_OPCACHE__JIT=off) turns it off. */
     TP_INI_DEFAULT("opcache.jit", "tracing");
     TP_INI_DEFAULT("opcache.jit_buffer_size", "64M");
+#ifdef ZEND_CHECK_STACK_LIMIT
+    /* PHP 8.3+'s own recursion limit must trigger before the stack guard's zone is reached. */
+    TP_INI_DEFAULT("zend.reserved_stack_size", TP_STACK_GUARD_PHP_RESERVED_STACK_SIZE);
+#endif
 }
 
 /* The name "cli-server" is on OPcache's SAPI allow-list (see docs/php.md for its side effects).

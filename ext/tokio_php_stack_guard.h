@@ -17,6 +17,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* zend.reserved_stack_size for PHP 8.3+, which stops deep recursion itself (a catchable Error)
+ * once less than that is left: PHP's own 48 KiB margin plus what the guard takes at the bottom of
+ * every stack (a guard page, its 64 KiB zone, 64 KiB kept for calls into the host). Below that,
+ * the guard would end such scripts first, with an uncatchable fatal error. */
+#define TP_STACK_GUARD_PHP_RESERVED_STACK_SIZE "192K"
+
 /* Where an overflow struck: the PHP code that was running, as PHP would name it in an error. */
 typedef struct tp_stack_overflow {
     size_t stack_size;  /* of the stack that overflowed: the worker's, or a Fiber's */
