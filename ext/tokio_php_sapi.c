@@ -629,6 +629,11 @@ static void set_running_request(uint64_t request_seq)
     }
 }
 
+bool tp_stack_overflowed(void)
+{
+    return tp_stack_guard_tripped();
+}
+
 const char *tp_php_version(void)
 {
     return PHP_VERSION;
@@ -766,10 +771,6 @@ tp_outcome tp_execute(const tp_request *request)
 
     tp_stack_guard_disarm();
     log_stack_overflow_in_shutdown(request);
-    if (tp_stack_guard_tripped()) {
-        /* PHP was stopped at an arbitrary instruction: do not trust this thread's state further. */
-        outcome = TP_OUTCOME_STACK_OVERFLOW;
-    }
 
     set_running_request(0);
     clear_request_info();

@@ -95,9 +95,6 @@ typedef enum tp_outcome {
     TP_OUTCOME_OK = 0,
     /* A bailout escaped request shutdown: this thread's PHP state is suspect, retire the thread. */
     TP_OUTCOME_THREAD_UNUSABLE = 1,
-    /* PHP overflowed the C stack and was stopped there (logged as a fatal error). The response it
-     * left is not trustworthy: answer 500 unless output already left; then retire the thread. */
-    TP_OUTCOME_STACK_OVERFLOW = 2,
 } tp_outcome;
 
 /* Once per process, before any worker thread: TSRM, SAPI and module startup. Returns 0 on success. */
@@ -125,6 +122,11 @@ bool tp_interrupt(tp_thread *thread, uint64_t request_seq);
 
 /* Runs one request on the calling worker thread, from request startup to request shutdown. */
 tp_outcome tp_execute(const tp_request *request);
+
+/* Whether the request tp_execute just ran on this thread overflowed the C stack. PHP was stopped
+ * mid-instruction (and reported a fatal error), so the response it left is not trustworthy:
+ * answer 500 unless output already left. Whether the thread stays is tp_execute's outcome. */
+bool tp_stack_overflowed(void);
 
 /* What tokio_server_info() reports; the shim keeps copies of the strings. */
 typedef struct tp_server_info {

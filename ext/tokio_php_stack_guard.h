@@ -8,7 +8,8 @@
  * running on an alternate signal stack, recognises a fault in the guard zone of a worker that is
  * running PHP and leaves the exhausted stack with a longjmp to PHP's bailout point, exactly where
  * zend_bailout() would have gone. Request shutdown then runs as after any fatal error, and the
- * worker thread is retired (see docs/php.md, "Stack overflow in PHP").
+ * worker serves the next request (see docs/php.md, "Stack overflow in PHP", for why it is not
+ * replaced, and for the one case where it must be).
  */
 #ifndef TOKIO_PHP_STACK_GUARD_H
 #define TOKIO_PHP_STACK_GUARD_H

@@ -138,7 +138,7 @@ const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     (
         "tokio_php_php_workers_replaced_total",
         Kind::Counter,
-        "PHP worker threads retired after an unrecoverable error (a stack overflow included) and replaced.",
+        "PHP worker threads retired after an unrecoverable error and replaced.",
     ),
     (
         "tokio_php_php_workers",

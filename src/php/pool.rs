@@ -160,8 +160,8 @@ pub struct PoolStats {
     /// PHP fatal errors (including uncaught exceptions, memory_limit and stack overflows) since
     /// start.
     pub fatal_errors: u64,
-    /// Worker threads retired after an unrecoverable error (a C stack overflow included) and
-    /// replaced by fresh ones, since start.
+    /// Worker threads retired after an unrecoverable error and replaced by fresh ones, since
+    /// start.
     pub replaced_workers: u64,
     /// Workers running a script right now.
     pub busy_workers: usize,
@@ -299,8 +299,7 @@ fn worker_exited(shared: &Shared) {
 /// Whether the worker thread may take another job.
 enum ThreadState {
     Healthy,
-    /// PHP's state on this thread is suspect (a bailout escaped request shutdown, or PHP
-    /// overflowed its C stack).
+    /// PHP's state on this thread is suspect (a bailout escaped request shutdown).
     Unusable,
 }
 
@@ -415,22 +414,22 @@ fn run_job(job: Job, shared: &Shared, thread: &Arc<ThreadHandle>, request_seq: u
     // SAFETY: `c_request` points into `request` and `entries`, which outlive the call; `ctx`
     // points at `exchange`, which Rust does not touch until the call returns.
     let outcome = unsafe { ffi::tp_execute(&c_request) };
+    // SAFETY: reads a flag tp_execute left on this thread.
+    let overflowed = unsafe { ffi::tp_stack_overflowed() };
     if let Some(deadline) = &deadline {
         deadline.clear_on_expire();
     }
+    if overflowed {
+        tracing::warn!("PHP overflowed its C stack; answering 500");
+        exchange.abandon();
+    } else {
+        exchange.finish();
+    }
+    // An overflow alone does not retire the thread, any more than another fatal error does: on
+    // PHP 8.2 with the JIT, a thread that exits leaves the JIT code it compiled pointing at its
+    // freed copies of PHP's internal functions (docs/php.md, "Stack overflow in PHP").
     match outcome {
-        ffi::tp_outcome::TP_OUTCOME_OK => {
-            exchange.finish();
-            ThreadState::Healthy
-        }
-        ffi::tp_outcome::TP_OUTCOME_THREAD_UNUSABLE => {
-            exchange.finish();
-            ThreadState::Unusable
-        }
-        ffi::tp_outcome::TP_OUTCOME_STACK_OVERFLOW => {
-            tracing::warn!("PHP overflowed its C stack; answering 500 and replacing this worker");
-            exchange.abandon();
-            ThreadState::Unusable
-        }
+        ffi::tp_outcome::TP_OUTCOME_OK => ThreadState::Healthy,
+        ffi::tp_outcome::TP_OUTCOME_THREAD_UNUSABLE => ThreadState::Unusable,
     }
 }
