@@ -736,7 +736,8 @@ static void log_stack_overflow_in_shutdown(const tp_request *request)
 
 tp_outcome tp_execute(const tp_request *request)
 {
-    tp_outcome outcome = TP_OUTCOME_OK;
+    /* volatile: assigned between a zend_try's setjmp and a possible longjmp back to it. */
+    volatile tp_outcome outcome = TP_OUTCOME_OK;
 
     current_request = request;
     current_finished = false;
