@@ -3,8 +3,9 @@
  * docs/php.md ("Stack overflow in PHP") for its cost and limits.
  *
  * Everything the fault handler touches is either a thread-local of this file (initial-exec TLS,
- * no allocation on access) or a read of PHP's globals; the only way out besides chaining to the
- * previous handler is PHP's own zend_bailout(), which is a siglongjmp.
+ * no allocation on access) or a read of PHP's globals. It leaves in one of three ways: chaining
+ * to the previous handler (not an overflow of ours), abort() (an overflow it must not leave by
+ * longjmp), or PHP's own zend_bailout(), a siglongjmp.
  */
 #include "tokio_php_stack_guard.h"
 
