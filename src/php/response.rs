@@ -546,6 +546,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_abandoned_exchange_leaves_the_reply_unanswered() {
+        let (tx, rx) = oneshot::channel();
+        let mut exchange = Exchange::new(RequestBody::empty(), tx, settings(1024));
+        exchange.set_head(Head::from_php(200, &[]));
+        assert!(exchange.write(b"half a page"));
+        exchange.abandon();
+        assert!(rx.await.is_err(), "the service answers its own 500");
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_exchange_ends_a_body_already_streaming() {
+        let (tx, rx) = oneshot::channel();
+        let worker = std::thread::spawn(move || {
+            let mut exchange = Exchange::new(RequestBody::empty(), tx, settings(4));
+            exchange.set_head(Head::from_php(200, &[]));
+            assert!(exchange.write(b"streamed"));
+            exchange.abandon();
+        });
+        let start = rx.await.unwrap();
+        assert!(!start.complete);
+        let body = start.body.collect().await.unwrap().to_bytes();
+        worker.join().unwrap();
+        assert_eq!(&body[..], b"streamed");
+    }
+
+    #[tokio::test]
     async fn a_dropped_response_reports_the_client_gone() {
         let (tx, rx) = oneshot::channel();
         drop(rx);
