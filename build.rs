@@ -6,11 +6,15 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SHIM_SOURCE: &str = "ext/tokio_php_sapi.c";
+const SHIM_SOURCES: &[&str] = &["ext/tokio_php_sapi.c", "ext/tokio_php_stack_guard.c"];
+/// The header bindgen turns into Rust; the shim's other headers are internal to it.
 const SHIM_HEADER: &str = "ext/tokio_php_sapi.h";
 
 fn main() {
-    println!("cargo:rerun-if-changed={SHIM_SOURCE}");
+    for source in SHIM_SOURCES {
+        println!("cargo:rerun-if-changed={source}");
+    }
+    println!("cargo:rerun-if-changed=ext/tokio_php_stack_guard.h");
     println!("cargo:rerun-if-changed={SHIM_HEADER}");
     println!("cargo:rerun-if-env-changed=PHP_CONFIG");
     println!("cargo:rerun-if-env-changed=TOKIO_PHP_CACHE");
@@ -152,7 +156,7 @@ fn emit_build_id() {
 fn compile_shim(php: &PhpInstall) {
     let mut build = cc::Build::new();
     build
-        .file(SHIM_SOURCE)
+        .files(SHIM_SOURCES)
         .include("ext")
         .define("_GNU_SOURCE", None)
         .warnings(true);

@@ -6,6 +6,7 @@
  * crosses a Rust frame: the host callbacks return before PHP acts on their result.
  */
 #include "tokio_php_sapi.h"
+#include "tokio_php_stack_guard.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -68,6 +69,70 @@ static void *current_ctx(void)
     return current_request ? current_request->ctx : NULL;
 }
 
+/* ---- Calls into the host ------------------------------------------------------------------
+ * Every call into Rust goes through these, so the stack guard knows when Rust runs on this
+ * thread: it must never longjmp over Rust frames. */
+
+static bool host_write(void *ctx, const char *buf, size_t len)
+{
+    tp_stack_guard_enter_host();
+    bool delivered = host.write(ctx, buf, len);
+    tp_stack_guard_leave_host();
+    return delivered;
+}
+
+static bool host_flush(void *ctx)
+{
+    tp_stack_guard_enter_host();
+    bool delivered = host.flush(ctx);
+    tp_stack_guard_leave_host();
+    return delivered;
+}
+
+static void host_send_headers(void *ctx, int status, const tp_str *lines, size_t count)
+{
+    tp_stack_guard_enter_host();
+    host.send_headers(ctx, status, lines, count);
+    tp_stack_guard_leave_host();
+}
+
+static size_t host_read_body(void *ctx, char *buf, size_t len)
+{
+    tp_stack_guard_enter_host();
+    size_t read = host.read_body(ctx, buf, len);
+    tp_stack_guard_leave_host();
+    return read;
+}
+
+static void host_log(void *ctx, const char *msg, size_t len, int syslog_level)
+{
+    tp_stack_guard_enter_host();
+    host.log(ctx, msg, len, syslog_level);
+    tp_stack_guard_leave_host();
+}
+
+static bool host_heartbeat(void *ctx, int64_t seconds)
+{
+    tp_stack_guard_enter_host();
+    bool extended = host.heartbeat(ctx, seconds);
+    tp_stack_guard_leave_host();
+    return extended;
+}
+
+static void host_phase(void *ctx, int phase)
+{
+    tp_stack_guard_enter_host();
+    host.phase(ctx, phase);
+    tp_stack_guard_leave_host();
+}
+
+static void host_finish(void *ctx)
+{
+    tp_stack_guard_enter_host();
+    host.finish(ctx);
+    tp_stack_guard_leave_host();
+}
+
 /* ---- PHP functions registered by the binary ---------------------------------------------- */
 
 ZEND_BEGIN_ARG_WITH_RETURN_TYPE_INFO_EX(arginfo_tokio_worker_id, 0, 0, IS_LONG, 0)
@@ -94,7 +159,7 @@ PHP_FUNCTION(tokio_request_heartbeat)
         Z_PARAM_LONG(seconds)
     ZEND_PARSE_PARAMETERS_END();
 
-    if (!current_request || seconds <= 0 || !host.heartbeat(current_request->ctx, seconds)) {
+    if (!current_request || seconds <= 0 || !host_heartbeat(current_request->ctx, seconds)) {
         RETURN_FALSE;
     }
     if (EG(timeout_seconds) > 0) {
@@ -146,7 +211,7 @@ PHP_FUNCTION(tokio_finish_request)
     php_output_end_all();
     php_header();
     current_finished = true;
-    host.finish(current_request->ctx);
+    host_finish(current_request->ctx);
     RETURN_TRUE;
 }
 
@@ -224,7 +289,7 @@ static void request_ini_entry(zval *name, zval *value, zval *unused, int callbac
     if (zend_alter_ini_entry_chars(Z_STR_P(name), Z_STRVAL_P(value), Z_STRLEN_P(value), PHP_INI_PERDIR, PHP_INI_STAGE_ACTIVATE) == FAILURE) {
         char message[512];
         snprintf(message, sizeof(message), "tokio_php: cannot set ini directive %s for this request", Z_STRVAL_P(name));
-        host.log(current_ctx(), message, strlen(message), 4 /* LOG_WARNING */);
+        host_log(current_ctx(), message, strlen(message), 4 /* LOG_WARNING */);
     }
 }
 
@@ -259,7 +324,7 @@ static size_t tp_sapi_ub_write(const char *str, size_t len)
     if (!current_request || current_finished) {
         return len; /* after tokio_finish_request() output goes nowhere, as under php-fpm */
     }
-    if (!host.write(current_request->ctx, str, len)) {
+    if (!host_write(current_request->ctx, str, len)) {
         /* Marks the connection aborted and, unless ignore_user_abort, ends the script. */
         php_handle_aborted_connection();
     }
@@ -276,7 +341,7 @@ static void tp_sapi_flush(void *server_context)
     if (!SG(headers_sent)) {
         sapi_send_headers();
     }
-    if (!host.flush(current_request->ctx)) {
+    if (!host_flush(current_request->ctx)) {
         php_handle_aborted_connection();
     }
 }
@@ -299,7 +364,7 @@ static int tp_sapi_send_headers(sapi_headers_struct *sapi_headers)
         lines[n].len = h->header_len;
         n++;
     }
-    host.send_headers(current_request->ctx, status, lines, n);
+    host_send_headers(current_request->ctx, status, lines, n);
     if (lines) {
         efree(lines);
     }
@@ -311,7 +376,7 @@ static size_t tp_sapi_read_post(char *buffer, size_t count)
     if (!current_request || count == 0) {
         return 0;
     }
-    return host.read_body(current_request->ctx, buffer, count);
+    return host_read_body(current_request->ctx, buffer, count);
 }
 
 static char *tp_sapi_read_cookies(void)
@@ -345,7 +410,7 @@ static void tp_sapi_register_variables(zval *track_vars_array)
 
 static void tp_sapi_log_message(const char *message, int syslog_level)
 {
-    host.log(current_ctx(), message, strlen(message), syslog_level);
+    host_log(current_ctx(), message, strlen(message), syslog_level);
 }
 
 static zend_result tp_sapi_get_request_time(double *request_time)
@@ -389,6 +454,10 @@ static void tp_sapi_ini_defaults(HashTable *configuration_hash)
      * front page about 6 %). opcache.jit=off (PHP_INI_OPCACHE__JIT=off) turns it off. */
     TP_INI_DEFAULT("opcache.jit", "tracing");
     TP_INI_DEFAULT("opcache.jit_buffer_size", "64M");
+#ifdef ZEND_CHECK_STACK_LIMIT
+    /* PHP 8.3+'s own recursion limit must trigger before the stack guard's zone is reached. */
+    TP_INI_DEFAULT("zend.reserved_stack_size", TP_STACK_GUARD_PHP_RESERVED_STACK_SIZE);
+#endif
 }
 
 /* The name "cli-server" is on OPcache's SAPI allow-list (see docs/php.md for its side effects).
@@ -494,11 +563,16 @@ int tp_startup(const tp_startup_options *options)
     /* After module startup, which installs php_error_cb (and extensions theirs). */
     previous_error_cb = zend_error_cb;
     zend_error_cb = tp_error_cb;
+    /* After module startup, so no extension installs a SIGSEGV handler over ours. */
+    if (!tp_stack_guard_install()) {
+        return -1;
+    }
     return 0;
 }
 
 void tp_shutdown(void)
 {
+    tp_stack_guard_uninstall();
     if (tp_sapi_module.shutdown) {
         tp_sapi_module.shutdown(&tp_sapi_module);
     }
@@ -517,6 +591,7 @@ tp_thread *tp_thread_start(int worker_id, tp_pool_info pool)
     current_worker_id = worker_id;
     current_pool = pool;
     disable_opcache_reset();
+    tp_stack_guard_thread_start();
 
     tp_thread *thread = calloc(1, sizeof(*thread));
     if (!thread) {
@@ -546,6 +621,7 @@ void tp_thread_stop(tp_thread *thread)
     }
     current_thread = NULL;
     current_request = NULL;
+    tp_stack_guard_thread_stop();
     ts_free_thread();
 }
 
@@ -579,6 +655,11 @@ static void set_running_request(uint64_t request_seq)
         current_thread->running_seq = request_seq;
         pthread_mutex_unlock(&current_thread->lock);
     }
+}
+
+bool tp_stack_overflowed(void)
+{
+    return tp_stack_guard_tripped();
 }
 
 const char *tp_php_version(void)
@@ -634,14 +715,62 @@ static void execute_primary_script(const char *filename)
     zend_destroy_file_handle(&file_handle);
 }
 
+/* PHP 8.3's wording for the same event (zend.max_allowed_stack_size), so one search finds both. */
+#define STACK_OVERFLOW_MESSAGE "Maximum call stack size of %zu bytes reached. Infinite recursion?"
+
+/* An overflow ended the script: report it the way PHP reports a fatal error (its log line, the
+ * fatal-error count, error_get_last() for shutdown functions), now that the stack is shallow. */
+static void report_stack_overflow_as_fatal_error(void)
+{
+    tp_stack_overflow overflow;
+    if (!tp_stack_guard_take_unreported(&overflow)) {
+        return;
+    }
+    /* The overflow may have cut a log call short, which would leave this flag set and mute us. */
+    PG(in_error_log) = 0;
+    zend_string *filename = overflow.filename[0]
+        ? zend_string_init(overflow.filename, strlen(overflow.filename), 0)
+        : NULL;
+    zend_try {
+        zend_error_at(E_ERROR, filename, overflow.lineno, STACK_OVERFLOW_MESSAGE, overflow.stack_size);
+    } zend_end_try();
+    if (filename) {
+        zend_string_release(filename);
+    }
+}
+
+/* An overflow during request shutdown (a shutdown function, a destructor, freeing a deeply nested
+ * array): PHP's error machinery is gone by now, so the line PHP would have logged goes straight
+ * to the host's log. */
+static void log_stack_overflow_in_shutdown(const tp_request *request)
+{
+    tp_stack_overflow overflow;
+    if (!tp_stack_guard_take_unreported(&overflow)) {
+        return;
+    }
+    char message[sizeof(overflow.filename) + 256];
+    if (overflow.filename[0]) {
+        snprintf(message, sizeof(message), "PHP Fatal error:  " STACK_OVERFLOW_MESSAGE " in %s on line %u",
+            overflow.stack_size, overflow.filename, overflow.lineno);
+    } else {
+        snprintf(message, sizeof(message), "PHP Fatal error:  " STACK_OVERFLOW_MESSAGE " during the shutdown of %s",
+            overflow.stack_size, request->script_filename);
+    }
+    host_log(request->ctx, message, strlen(message), 3 /* LOG_ERR */);
+    /* Counted as the fatal error it is, as tp_error_cb does for those PHP reports. */
+    host.script_failed(request->ctx, TP_FAILURE_FATAL_ERROR);
+}
+
 tp_outcome tp_execute(const tp_request *request)
 {
-    volatile tp_outcome outcome = TP_OUTCOME_OK; /* assigned inside zend_try (setjmp) */
+    /* volatile: assigned between a zend_try's setjmp and a possible longjmp back to it. */
+    volatile tp_outcome outcome = TP_OUTCOME_OK;
 
     current_request = request;
     current_finished = false;
     fill_request_info(request);
     set_running_request(request->request_seq);
+    tp_stack_guard_arm();
 
     zend_try {
         apply_request_ini(request);
@@ -650,9 +779,10 @@ tp_outcome tp_execute(const tp_request *request)
             php_handle_auth_data(request->authorization);
         }
         if (php_request_startup() == SUCCESS) {
-            host.phase(request->ctx, TP_PHASE_STARTED);
+            host_phase(request->ctx, TP_PHASE_STARTED);
             execute_primary_script(request->script_filename);
-            host.phase(request->ctx, TP_PHASE_SCRIPT_DONE);
+            report_stack_overflow_as_fatal_error();
+            host_phase(request->ctx, TP_PHASE_SCRIPT_DONE);
         } else {
             /* php-fpm exits the process here; we retire just this thread. */
             outcome = TP_OUTCOME_THREAD_UNUSABLE;
@@ -670,6 +800,9 @@ tp_outcome tp_execute(const tp_request *request)
         PG(last_error_message) = NULL;
         PG(last_error_file) = NULL;
     } zend_end_try();
+
+    tp_stack_guard_disarm();
+    log_stack_overflow_in_shutdown(request);
 
     set_running_request(0);
     clear_request_info();

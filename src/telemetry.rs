@@ -136,7 +136,12 @@ const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     (
         "tokio_php_php_fatal_errors_total",
         Kind::Counter,
-        "PHP fatal errors (uncaught exceptions and memory_limit included).",
+        "PHP fatal errors (uncaught exceptions, memory_limit and stack overflows included).",
+    ),
+    (
+        "tokio_php_php_workers_replaced_total",
+        Kind::Counter,
+        "PHP worker threads retired after an unrecoverable error and replaced.",
     ),
     (
         "tokio_php_php_workers",
@@ -345,6 +350,13 @@ impl Metrics {
                     &METADATA,
                 )
                 .absolute(pool.fatal_errors);
+            self.inner
+                .recorder
+                .register_counter(
+                    &Key::from_static_name("tokio_php_php_workers_replaced_total"),
+                    &METADATA,
+                )
+                .absolute(pool.replaced_workers);
         }
         self.sample_node();
         inner.handle.render()
@@ -468,6 +480,7 @@ mod tests {
             timeouts: 2,
             spooled_bytes: 0,
             spool_files: 0,
+            replaced_workers: 0,
             busy_workers: 0,
             live_workers: 1,
             queued: 0,

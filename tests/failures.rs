@@ -146,6 +146,39 @@ async fn exceeding_memory_limit_answers_500_and_every_worker_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_overflow_answers_500_and_its_worker_carries_on() {
+    let server = server().await;
+    let mut overflows = 0;
+    for proto in BOTH {
+        for path in [
+            "/overflow/array_map.php",
+            "/overflow/to_string.php",
+            "/overflow/serialize.php",
+        ] {
+            let response = server.get(proto, path).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "{proto:?} {path}"
+            );
+            assert_eq!(text(&response), "500 Internal Server Error\n");
+            overflows += 1;
+            server
+                .wait_for("the worker to be free", |s| s.busy_workers == 0)
+                .await;
+        }
+        assert_every_worker_healthy(&server, proto).await;
+    }
+    let stats = server.pool.stats();
+    assert_eq!(
+        stats.fatal_errors, overflows,
+        "each overflow is a fatal error"
+    );
+    assert_eq!(stats.live_workers, WORKERS);
+    assert_eq!(stats.replaced_workers, 0, "the workers stay in service");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fatal_error_after_output_keeps_the_status_and_breaks_the_body_off() {
     let server = server().await;
     for proto in BOTH {

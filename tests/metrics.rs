@@ -38,6 +38,7 @@ const DOCUMENTED: &[&str] = &[
     "tokio_php_php_fatal_errors_total",
     "tokio_php_output_spool_bytes",
     "tokio_php_output_spool_files",
+    "tokio_php_php_workers_replaced_total",
 ];
 
 fn value(text: &str, series: &str) -> f64 {

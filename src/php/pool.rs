@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -194,6 +194,7 @@ struct Shared {
     live: Mutex<usize>,
     all_stopped: Condvar,
     counters: Arc<ScriptCounters>,
+    replaced_workers: AtomicU64,
     workers: usize,
 }
 
@@ -227,6 +228,7 @@ impl Submitter {
             timeouts: self.shared.counters.timeouts.load(Ordering::Relaxed),
             spooled_bytes: self.shared.output.spool.disk.used(),
             spool_files: self.shared.output.spool.disk.files(),
+            replaced_workers: self.shared.replaced_workers.load(Ordering::Relaxed),
         }
     }
 }
@@ -251,7 +253,8 @@ pub struct PoolStats {
     pub workers: usize,
     /// Requests that may wait for a worker.
     pub queue_capacity: usize,
-    /// PHP fatal errors (including uncaught exceptions and memory_limit) since start.
+    /// PHP fatal errors (including uncaught exceptions, memory_limit and stack overflows) since
+    /// start.
     pub fatal_errors: u64,
     /// Scripts stopped by a timeout that was not answered `504` (which the timeout layer
     /// counts): `REQUEST_TIMEOUT` passing after the response head was sent, and PHP's
@@ -261,6 +264,9 @@ pub struct PoolStats {
     pub spooled_bytes: u64,
     /// Temporary files holding such output now.
     pub spool_files: usize,
+    /// Worker threads retired after an unrecoverable error and replaced by fresh ones, since
+    /// start.
+    pub replaced_workers: u64,
     /// Workers running a script right now.
     pub busy_workers: usize,
     /// Worker threads alive.
@@ -305,6 +311,7 @@ impl PhpPool {
             live: Mutex::new(0),
             all_stopped: Condvar::new(),
             counters: Arc::default(),
+            replaced_workers: AtomicU64::new(0),
             workers,
         });
         for id in 0..workers {
@@ -462,8 +469,13 @@ fn worker_main(id: usize, shared: Arc<Shared>) {
             worker = id,
             "PHP worker thread retired after an unrecoverable error; starting a fresh one"
         );
-        if let Err(e) = spawn_worker(id, shared.clone()) {
-            tracing::error!(worker = id, error = %e, "could not start a replacement PHP worker");
+        match spawn_worker(id, shared.clone()) {
+            Ok(()) => {
+                shared.replaced_workers.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::error!(worker = id, error = %e, "could not start a replacement PHP worker");
+            }
         }
     }
     worker_exited(&shared);
@@ -501,10 +513,20 @@ fn run_job(job: Job, shared: &Shared, thread: &Arc<ThreadHandle>, request_seq: u
     // SAFETY: `c_request` points into `request` and `entries`, which outlive the call; `ctx`
     // points at `exchange`, which Rust does not touch until the call returns.
     let outcome = unsafe { ffi::tp_execute(&c_request) };
+    // SAFETY: reads a flag tp_execute left on this thread.
+    let overflowed = unsafe { ffi::tp_stack_overflowed() };
     if let Some(deadline) = &deadline {
         deadline.clear_on_expire();
     }
-    exchange.finish();
+    if overflowed {
+        tracing::warn!("PHP overflowed its C stack; answering 500");
+        exchange.abandon();
+    } else {
+        exchange.finish();
+    }
+    // An overflow alone does not retire the thread, any more than another fatal error does: on
+    // PHP 8.2 with the JIT, a thread that exits leaves the JIT code it compiled pointing at its
+    // freed copies of PHP's internal functions (docs/php.md, "Stack overflow in PHP").
     match outcome {
         ffi::tp_outcome::TP_OUTCOME_OK => ThreadState::Healthy,
         ffi::tp_outcome::TP_OUTCOME_THREAD_UNUSABLE => ThreadState::Unusable,

@@ -579,6 +579,14 @@ impl Exchange {
         }
     }
 
+    /// PHP was stopped mid-instruction (a C stack overflow): what it left for the response is not
+    /// trustworthy. Unless part of the response already left, the reply is dropped unanswered,
+    /// so the service answers its own `500`; a response already streaming just ends here.
+    pub(crate) fn abandon(mut self) {
+        self.reply = None;
+        self.stream = None;
+    }
+
     fn send(&mut self, last: bool) -> bool {
         let started = Instant::now();
         let data = self.buffer.split().freeze();
@@ -720,6 +728,32 @@ mod tests {
             .to_bytes();
         worker.join().unwrap();
         assert_eq!(body.len(), 30);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_exchange_leaves_the_reply_unanswered() {
+        let (tx, rx) = oneshot::channel();
+        let mut exchange = Exchange::new(RequestBody::empty(), tx, settings(1024));
+        exchange.set_head(Head::from_php(200, &[]));
+        assert!(exchange.write(b"half a page"));
+        exchange.abandon();
+        assert!(rx.await.is_err(), "the service answers its own 500");
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_exchange_ends_a_body_already_streaming() {
+        let (tx, rx) = oneshot::channel();
+        let worker = std::thread::spawn(move || {
+            let mut exchange = Exchange::new(RequestBody::empty(), tx, settings(4));
+            exchange.set_head(Head::from_php(200, &[]));
+            assert!(exchange.write(b"streamed"));
+            exchange.abandon();
+        });
+        let start = rx.await.unwrap();
+        assert!(!start.complete);
+        let body = start.body.collect().await.unwrap().to_bytes();
+        worker.join().unwrap();
+        assert_eq!(&body[..], b"streamed");
     }
 
     #[tokio::test]

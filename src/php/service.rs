@@ -192,7 +192,8 @@ impl PhpService {
         }
         match started.await {
             Ok(start) => start.into_response(is_head),
-            // The worker dropped the job without answering (it died mid-request).
+            // The worker dropped the job without answering: PHP overflowed its stack before any
+            // output left (or the worker died mid-request).
             Err(_) => error_response(StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
