@@ -200,3 +200,25 @@ async fn max_execution_time_counts_as_a_timeout() {
     assert_eq!(server.pool.stats().timeouts, 2);
     assert_eq!(timed_out_total(&server, &metrics), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_finishes_arriving_gets_408_and_the_connection_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = server(Duration::from_secs(1)).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // Promises 100 bytes, sends 10, then nothing.
+    stream
+        .write_all(b"POST /dump.php HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response));
+    read.await.expect("the server answers and closes").unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert_eq!(common::raw_status(&response), 408, "{response}");
+    assert!(response.contains("connection: close"), "{response}");
+    assert_eq!(
+        server.get(Proto::Http1, "/index.php").await.status(),
+        StatusCode::OK
+    );
+}

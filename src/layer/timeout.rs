@@ -39,7 +39,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -66,6 +66,8 @@ struct DeadlineShared {
     interrupt: Mutex<InterruptState>,
     /// Signalled when the work behind the request finishes.
     work_finished: Notify,
+    /// The work is still waiting for the request body from the client.
+    receiving_body: AtomicBool,
 }
 
 #[derive(Default)]
@@ -94,6 +96,7 @@ impl Deadline {
                 max_extension: timeout,
                 interrupt: Mutex::new(InterruptState::default()),
                 work_finished: Notify::new(),
+                receiving_body: AtomicBool::new(false),
             }),
         }
     }
@@ -121,6 +124,19 @@ impl Deadline {
         let target = millis(self.shared.origin.elapsed() + by);
         self.shared.deadline_ms.fetch_max(target, Ordering::AcqRel);
         true
+    }
+
+    /// Says whether the work is waiting for the request body: a deadline that passes meanwhile
+    /// is the client's slowness, answered `408 Request Timeout` (and the connection closed)
+    /// rather than `504`.
+    pub fn receiving_body(&self, receiving: bool) {
+        self.shared
+            .receiving_body
+            .store(receiving, Ordering::Release);
+    }
+
+    fn is_receiving_body(&self) -> bool {
+        self.shared.receiving_body.load(Ordering::Acquire)
     }
 
     /// Registers how to stop the work behind this request when it times out. Runs `interrupt`
@@ -287,13 +303,28 @@ where
                 continue;
             }
             this.deadline.expire();
-            tracing::warn!("request timed out; answering 504");
-            let mut response = Response::new(ResBody::default());
-            *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-            response.extensions_mut().insert(crate::ServerGenerated);
-            return Poll::Ready(Ok(response));
+            return Poll::Ready(Ok(timed_out(this.deadline.is_receiving_body())));
         }
     }
+}
+
+/// The answer at the deadline: `408` while the client still owed the request body, else `504`.
+fn timed_out<B: Default>(client_was_sending: bool) -> Response<B> {
+    let mut response = Response::new(B::default());
+    if client_was_sending {
+        tracing::warn!("request body not received before the timeout; answering 408");
+        *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
+        // The rest of the body may still arrive; it cannot be told from a next request.
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    } else {
+        tracing::warn!("request timed out; answering 504");
+        *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    }
+    response.extensions_mut().insert(crate::ServerGenerated);
+    response
 }
 
 #[cfg(test)]

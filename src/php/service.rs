@@ -163,7 +163,16 @@ impl PhpService {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        let body = match body::collect(body, declared_len, settings.body_limits).await {
+        // A timeout while the client still sends the body is its fault: 408, not 504.
+        let deadline = parts.extensions.get::<Deadline>().cloned();
+        if let Some(deadline) = &deadline {
+            deadline.receiving_body(true);
+        }
+        let body = body::collect(body, declared_len, settings.body_limits).await;
+        if let Some(deadline) = &deadline {
+            deadline.receiving_body(false);
+        }
+        let body = match body {
             Ok(body) => body,
             Err(error) => return body_error_response(error),
         };
@@ -178,7 +187,7 @@ impl PhpService {
             reply,
             queued_at: Instant::now(),
             span: tracing::Span::current(),
-            deadline: parts.extensions.get::<Deadline>().cloned(),
+            deadline,
             parse_time: received.elapsed(),
             runtime: tokio::runtime::Handle::try_current().ok(),
         };
