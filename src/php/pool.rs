@@ -352,8 +352,9 @@ impl PhpPool {
     }
 
     /// Lets the workers finish the queued requests, then stops them and waits (up to `timeout`)
-    /// for every thread to exit. Returns whether all did.
-    pub fn shutdown(self, timeout: Duration) -> bool {
+    /// for every thread to exit. Returns whether all did. Requests submitted afterwards are
+    /// refused.
+    pub fn shutdown(&self, timeout: Duration) -> bool {
         self.submitter.shared.queue.close();
         let live = lock(&self.submitter.shared.live);
         let (live, result) = self
