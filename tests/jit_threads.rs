@@ -1,5 +1,5 @@
-//! JIT code outlives the worker thread that compiled it. OPcache's tracing JIT (on by default)
-//! compiles calls to internal functions by the address of the compiling thread's copy; when that
+//! JIT code outlives the worker thread that compiled it. OPcache's tracing JIT (switched on
+//! here) compiles calls to internal functions by the address of the compiling thread's copy; when that
 //! thread exits — a worker retired after an unrecoverable error, or a pool shut down while another
 //! serves in the same process — the other threads keep running the compiled code. Our PHP build
 //! keeps the copies (scripts/php-patches/0004); without it the second pool below crashes the
@@ -34,7 +34,11 @@ async fn run_hot_code(server: &TestServer, times: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jit_code_compiled_by_exited_threads_keeps_working() {
-    for generation in 0..4 {
+    common::php_runtime_with(&[
+        ("opcache.jit", "tracing"),
+        ("opcache.jit_buffer_size", "64M"),
+    ]);
+    for generation in 0..2 {
         // A pool whose threads compile the hot code, then exit with it.
         let first = pool(2).await;
         run_hot_code(&first, 20).await;

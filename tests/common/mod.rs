@@ -25,11 +25,22 @@ use tokio_php::server::{self, ServeConfig};
 
 /// PHP starts once per process; every test shares it and starts its own pool.
 pub fn php_runtime() -> &'static PhpRuntime {
+    php_runtime_with(&[])
+}
+
+/// [`php_runtime`] with more php.ini directives; the first call in a test binary decides them.
+pub fn php_runtime_with(extra_ini: &[(&str, &str)]) -> &'static PhpRuntime {
     static RUNTIME: OnceLock<PhpRuntime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
+        // Fixtures may be younger than OPcache's default 2 s protection window.
+        let mut ini = vec![("opcache.file_update_protection".into(), "0".into())];
+        ini.extend(
+            extra_ini
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         PhpRuntime::start(PhpRuntimeConfig {
-            // Fixtures may be younger than OPcache's default 2 s protection window.
-            ini: vec![("opcache.file_update_protection".into(), "0".into())],
+            ini,
             ..PhpRuntimeConfig::default()
         })
         .expect("PHP starts")
