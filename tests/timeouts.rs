@@ -181,10 +181,11 @@ async fn heartbeats_move_the_deadline_after_the_head_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_execution_time_counts_as_a_timeout() {
-    if !tokio_php::php::has_thread_timers() {
-        eprintln!("skipped: this PHP has no per-thread timers, so max_execution_time is off");
-        return;
-    }
+    assert!(
+        tokio_php::php::has_thread_timers(),
+        "this PHP has no per-thread execution timers, so max_execution_time is off: build it with \
+         --enable-zend-max-execution-timers (scripts/build-php.sh does)"
+    );
     let (server, metrics) = metered_server(Duration::from_secs(30)).await;
     let (parts, _, end) = get_until_end(server.addr, Proto::Http1, "/time_limit.php?s=1").await;
     assert_eq!(parts.status, StatusCode::INTERNAL_SERVER_ERROR);
