@@ -137,14 +137,15 @@ async fn fastcgi_finish_request_answers_early_and_the_script_goes_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn opcache_is_on_and_opcache_reset_cannot_clear_it() {
+async fn opcache_and_its_jit_are_on_and_opcache_reset_cannot_clear_it() {
     let server = server(2).await;
     let mut hits = Vec::new();
     for _ in 0..4 {
         let status = json(&server.get(Proto::Http1, "/opcache.php").await);
         assert_eq!(status["enabled"], true, "{status}");
         assert_eq!(status["sapi"], "cli-server");
-        assert_eq!(status["jit"], false, "the JIT is off by default");
+        assert_eq!(status["jit"], true, "the tracing JIT is on by default");
+        assert_eq!(status["jit_mode"], "tracing");
         hits.push(status["hits"].as_u64().unwrap());
     }
     assert!(hits.windows(2).all(|w| w[1] > w[0]), "hits grow: {hits:?}");

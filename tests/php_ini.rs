@@ -1,5 +1,5 @@
 //! php.ini settings through the binary's environment: PHP_INI_* directives reach PHP and win over
-//! the server's defaults (the JIT, off unless given a buffer), and OPcache preloading works.
+//! the server's defaults (the tracing JIT, on unless switched off), and OPcache preloading works.
 
 mod common;
 
@@ -19,20 +19,31 @@ async fn get(server: &Server, path: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn php_ini_variables_reach_php_and_set_the_jit() {
-    // Off by default: no buffer.
-    let server = Server::start(binary().env("PHP_INI_MEMORY_LIMIT", "96M"));
+    // On by default, with its buffer.
+    let server = Server::start(&mut binary());
+    let status = get(&server, "/preloaded.php").await;
+    assert_eq!(status["jit_enabled"], true, "{status}");
+    assert_eq!(status["jit_on"], true);
+    // OPcache reports the usable part of the buffer, a few bytes short of the setting.
+    let buffer = status["jit_buffer_size"].as_u64().unwrap();
+    assert!((63 << 20..=64 << 20).contains(&buffer), "{buffer}");
+    assert!(server.terminate().success());
+
+    // Variables win over the defaults: off, or another buffer size.
+    let server = Server::start(
+        binary()
+            .env("PHP_INI_OPCACHE__JIT", "off")
+            .env("PHP_INI_MEMORY_LIMIT", "96M"),
+    );
     let status = get(&server, "/preloaded.php").await;
     assert_eq!(status["jit_on"], false, "{status}");
     let limits = get(&server, "/limits.php").await;
     assert_eq!(limits["memory_limit"], "96M");
     assert!(server.terminate().success());
 
-    // A buffer turns the tracing JIT on.
     let server = Server::start(binary().env("PHP_INI_OPCACHE__JIT_BUFFER_SIZE", "32M"));
     let status = get(&server, "/preloaded.php").await;
-    assert_eq!(status["jit_enabled"], true, "{status}");
     assert_eq!(status["jit_on"], true, "{status}");
-    // OPcache reports the usable part of the buffer, a few bytes short of the setting.
     let buffer = status["jit_buffer_size"].as_u64().unwrap();
     assert!((31 << 20..=32 << 20).contains(&buffer), "{buffer}");
     assert!(server.terminate().success());
