@@ -202,6 +202,33 @@ async fn max_execution_time_counts_as_a_timeout() {
     assert_eq!(timed_out_total(&server, &metrics), 2);
 }
 
+/// A worker keeps its execution timer from one request to the next (scripts/php-patches/0006):
+/// the timer still fires on a later request, and a limit armed by an earlier request that
+/// finished in time never fires into the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_workers_execution_timer_serves_request_after_request() {
+    let server = server(Duration::from_secs(30)).await;
+    let status = |path: &'static str| {
+        let server = &server;
+        async move { server.get(Proto::Http1, path).await.status() }
+    };
+    assert_eq!(
+        status("/time_limit.php?s=1").await,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    // Arms a 1 s limit and finishes at once; the next request runs 1.5 s with the default limit.
+    assert_eq!(status("/busy.php?limit=1").await, StatusCode::OK);
+    let response = server.get(Proto::Http1, "/busy.php?ms=1500").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(common::text(&response), "done");
+    assert_eq!(
+        status("/time_limit.php?s=1").await,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the same worker's timer fires again"
+    );
+    assert_eq!(server.pool.stats().timeouts, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_never_finishes_arriving_gets_408_and_the_connection_closes() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
