@@ -275,6 +275,19 @@ mod tests {
 
     #[derive(Clone, Default)]
     struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl Capture {
+        /// Captures this thread's JSON log lines until the guard is dropped.
+        fn log_lines() -> (Self, tracing::subscriber::DefaultGuard) {
+            let capture = Capture::default();
+            let writer = capture.clone();
+            let subscriber = tracing_subscriber::registry()
+                .with(crate::log::JsonLayer::new("tokio_php", move || {
+                    writer.clone()
+                }));
+            (capture, tracing::subscriber::set_default(subscriber))
+        }
+    }
     impl std::io::Write for Capture {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(buf);
@@ -287,13 +300,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_line_per_request_after_the_body_is_sent() {
-        let capture = Capture::default();
-        let writer = capture.clone();
-        let subscriber = tracing_subscriber::registry()
-            .with(crate::log::JsonLayer::new("tokio_php", move || {
-                writer.clone()
-            }));
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (capture, _guard) = Capture::log_lines();
 
         let service = AccessLogLayer::new().layer(service_fn(|_: Request<()>| async {
             let mut response = Response::new(Full::new(Bytes::from_static(b"hello")));
@@ -364,13 +371,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_that_breaks_off_is_logged_incomplete_with_its_error() {
-        let capture = Capture::default();
-        let writer = capture.clone();
-        let subscriber = tracing_subscriber::registry()
-            .with(crate::log::JsonLayer::new("tokio_php", move || {
-                writer.clone()
-            }));
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (capture, _guard) = Capture::log_lines();
 
         let service = AccessLogLayer::new().layer(service_fn(|_: Request<()>| async {
             Ok::<_, Infallible>(Response::new(BreaksOff(Some(Bytes::from_static(b"part")))))

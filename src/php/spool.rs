@@ -455,6 +455,18 @@ mod tests {
         }
     }
 
+    /// Waits (at most 5 s) until the watchdog has dropped a stalled client's spooled output.
+    async fn watchdog_gives_up(disk: &DiskBudget) {
+        let given_up = async {
+            while disk.files() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), given_up)
+            .await
+            .expect("the watchdog drops the stalled client's output");
+    }
+
     async fn recv(reader: &mut SpoolReader) -> Option<Result<Bytes, IncompleteResponse>> {
         poll_fn(|cx| reader.poll_recv(cx)).await
     }
@@ -567,14 +579,7 @@ mod tests {
             writer.send(Bytes::from_static(b"0123456789")).unwrap();
         }
         writer.fail(IncompleteResponse::RequestTimeout);
-        let given_up = async {
-            while disk.files() > 0 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(5), given_up)
-            .await
-            .expect("the watchdog drops the stalled client's output");
+        watchdog_gives_up(&disk).await;
         assert_eq!(
             recv(&mut reader).await,
             Some(Err(IncompleteResponse::RequestTimeout)),
@@ -591,14 +596,7 @@ mod tests {
             writer.send(Bytes::from_static(b"0123456789")).unwrap();
         }
         drop(writer); // the script ended; its output waits for the client
-        let given_up = async {
-            while disk.files() > 0 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(5), given_up)
-            .await
-            .expect("the watchdog drops the stalled client's output");
+        watchdog_gives_up(&disk).await;
         assert_eq!(disk.used(), 0);
         assert_eq!(
             recv(&mut reader).await,
