@@ -12,8 +12,9 @@ PACKAGES=(
   # libraries behind the PHP extensions real apps expect
   libxml2-dev libsqlite3-dev libssl-dev libcurl4-openssl-dev zlib1g-dev libonig-dev
   # test peers: promtool (Debian's prometheus package) validates /metrics, nginx + php-fpm are
-  # the reference the differential test compares with; openssl makes dev certificates
-  prometheus nginx php8.2-fpm openssl
+  # the reference the differential test compares with, Debian's php8.2 CLI the reference of the
+  # file path test (tests/file_paths.rs); openssl makes dev certificates
+  prometheus nginx php8.2-fpm php8.2-cli openssl
   # test peer: the WordPress test (tests/wordpress.rs) runs its own private MariaDB server
   mariadb-server mariadb-client
   # benchmark peers (bench/compare.sh): wrk loads nginx + php-fpm, Apache + mod_php and
