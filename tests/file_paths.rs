@@ -1,12 +1,12 @@
 //! PHP's file system functions answer in tokio_php as they do in php-fpm's PHP.
 //!
-//! tokio_php's PHP is thread-safe, so each worker thread has its own working directory and
-//! resolves paths in user space before the system call; scripts/build-php.sh sends absolute
-//! paths straight to the kernel, as the non-thread-safe build does (patch 0007). This test runs
-//! `tests/fixtures/paths/probe.php` — `file_exists`, `is_file`, `stat`, `realpath`, `fopen` and
-//! friends on relative and absolute paths, symlinks, missing and deleted files — from two
-//! directories at once on every worker, and compares each answer with Debian's non-thread-safe
-//! PHP (`php8.2`, the CLI of the php-fpm package) run in the same directory.
+//! tokio_php's PHP is thread-safe, so each worker thread has its own working directory, and PHP
+//! resolved paths against it in user space before the system call; scripts/build-php.sh's patch
+//! 0007 hands the kernel the path itself (joined to that directory when relative), as the
+//! non-thread-safe build does. This test runs `tests/fixtures/paths/probe.php` — `file_exists`,
+//! `is_file`, `stat`, `realpath`, `fopen` and friends on relative and absolute paths, symlinks,
+//! missing and deleted files — from two directories at once on every worker, and compares each
+//! answer with Debian's non-thread-safe PHP (the `php8.2` CLI) run in the same directory.
 
 mod common;
 
