@@ -14,6 +14,14 @@ use tokio_php::server::{self, InternalState, ServeConfig};
 use tokio_php::stack::{self, StackConfig, StackService};
 use tokio_php::{Config, StubService};
 
+// The server's own allocations (requests, responses, buffers): under load glibc's malloc
+// (`_int_malloc`, `malloc_consolidate`) took a visible share of the HTTP threads' time, and
+// mimalloc serves hello.php 11 % faster with a lower p99 (docs/benchmarks.md). PHP's C code
+// keeps the C library's malloc; nothing allocated on one side is freed on the other.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = Config::load();
     init_logging(&config);
