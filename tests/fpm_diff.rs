@@ -229,8 +229,7 @@ impl Fpm {
 impl Drop for Fpm {
     fn drop(&mut self) {
         for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
+            common::process::stop_peer(child, Duration::from_secs(10));
         }
     }
 }

@@ -114,6 +114,25 @@ impl Server {
     }
 }
 
+/// Stops a peer the way its init script would: SIGTERM, so a master process (nginx, php-fpm)
+/// takes its workers down with it, then SIGKILL if it is still there after `grace`. A SIGKILL
+/// alone would leave the workers running, orphaned, after the test.
+pub fn stop_peer(child: &mut Child, grace: Duration) {
+    // SIGTERM through the kill command: no unsafe libc call in tests.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
