@@ -98,19 +98,9 @@ impl Server {
     }
 
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        // SIGTERM through the kill command: no unsafe libc call in tests.
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the server exits after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        send_sigterm(&self.child).unwrap();
+        wait_until(&mut self.child, Instant::now() + Duration::from_secs(30))
+            .expect("the server exits after SIGTERM")
     }
 }
 
@@ -118,19 +108,32 @@ impl Server {
 /// takes its workers down with it, then SIGKILL if it is still there after `grace`. A SIGKILL
 /// alone would leave the workers running, orphaned, after the test.
 pub fn stop_peer(child: &mut Child, grace: Duration) {
-    // SIGTERM through the kill command: no unsafe libc call in tests.
-    let _ = Command::new("kill")
+    let _ = send_sigterm(child);
+    if wait_until(child, Instant::now() + grace).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// SIGTERM through the kill command: no unsafe libc call in tests.
+fn send_sigterm(child: &Child) -> std::io::Result<std::process::ExitStatus> {
+    Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
+        .status()
+}
+
+/// The child's exit status once it has exited, or `None` if it is still running at `deadline`.
+fn wait_until(child: &mut Child, deadline: Instant) -> Option<std::process::ExitStatus> {
+    loop {
+        // Never panics: stop_peer runs in Drop.
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 impl Drop for Server {
