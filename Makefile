@@ -17,8 +17,13 @@ deps:
 php: deps
 	@scripts/build-php.sh >/dev/null
 
+# Cargo builds against the php-config that scripts/build-php.sh prints: the PHP it built, or a
+# user's own (PHP_CONFIG=…), checked there. The Dockerfile's build stage takes the same route
+# with the official image's PHP (scripts/build-tokio-php.sh).
+WITH_PHP = PHP_CONFIG="$$(scripts/build-php.sh)"
+
 build: php
-	$(CARGO) build --release
+	@scripts/build-tokio-php.sh >/dev/null
 
 run: build
 	LISTEN_ADDR=$(LISTEN_ADDR) DOCUMENT_ROOT=$(DOCUMENT_ROOT) ERROR_PAGES_DIR=$(ERROR_PAGES_DIR) \
@@ -32,9 +37,9 @@ run-tls: build
 
 test: php
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) test --all-targets
-	$(CARGO) test --doc
+	$(WITH_PHP) $(CARGO) clippy --all-targets -- -D warnings
+	$(WITH_PHP) $(CARGO) test --all-targets
+	$(WITH_PHP) $(CARGO) test --doc
 
 fmt:
 	$(CARGO) fmt --all
@@ -45,7 +50,7 @@ bench: php
 # The soak of tests/soak.rs for SOAK_SECONDS (default 10 minutes; make test runs 60 s of it).
 SOAK_SECONDS ?= 600
 soak: php
-	SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) test --release --test soak -- --nocapture
+	SOAK_SECONDS=$(SOAK_SECONDS) $(WITH_PHP) $(CARGO) test --release --test soak -- --nocapture
 
 # libFuzzer on the input-parsing code, FUZZ_SECONDS per target (make test runs a short variant).
 FUZZ_SECONDS ?= 60

@@ -761,9 +761,8 @@ if [ -n "${TOKIO_PHP_BIN:-}" ]; then
   [ -x "$TOKIO_PHP_BIN" ] || die "TOKIO_PHP_BIN=$TOKIO_PHP_BIN is not an executable"
   binary=$(cd "$(dirname "$TOKIO_PHP_BIN")" && pwd)/$(basename "$TOKIO_PHP_BIN")
 else
-  log "building tokio_php (cargo build --release)"
-  (cd "$repo" && cargo build --release --quiet) || die "cargo build --release failed"
-  binary=$repo/target/release/tokio_php
+  log "building tokio_php (scripts/build-tokio-php.sh)"
+  binary=$("$repo/scripts/build-tokio-php.sh") || die "scripts/build-tokio-php.sh failed"
 fi
 
 run=$(mktemp -d /tmp/tokio_php_bench.XXXXXX)

