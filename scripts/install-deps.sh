@@ -23,6 +23,8 @@ PACKAGES=(
   # the container front door (tests/docker.rs): docker-compose checks docker-compose.yml without
   # a Docker engine; python3-venv holds hadolint, which lints the Dockerfile (below)
   docker-compose python3-venv
+  # test peer: headless Chromium renders www/'s pages (tests/www.rs)
+  chromium
 )
 
 missing=()
