@@ -274,7 +274,14 @@ async fn a_full_queue_answers_503_at_once_and_recovers() {
     .await;
     for proto in BOTH {
         let addr = server.addr;
-        let running = tokio::spawn(async move { send_get(addr, proto, "/slow.php?ms=3000").await });
+        // The worker stays busy until the test releases it, however slow the machine is.
+        let release = std::env::temp_dir().join(format!(
+            "tokio_php-release-{}-{proto:?}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&release);
+        let hold = format!("/hold.php?release={}", release.display());
+        let running = tokio::spawn(async move { send_get(addr, proto, &hold).await });
         server
             .wait_for("the worker to be busy", |s| s.busy_workers == 1)
             .await;
@@ -290,7 +297,11 @@ async fn a_full_queue_answers_503_at_once_and_recovers() {
         assert_eq!(rejected.headers()["retry-after"], "1");
         assert_eq!(text(&rejected), "503 Service Unavailable\n");
 
-        assert_eq!(running.await.unwrap().status(), StatusCode::OK);
+        std::fs::write(&release, b"").unwrap();
+        let released = running.await.unwrap();
+        assert_eq!(released.status(), StatusCode::OK);
+        assert_eq!(text(&released), "released");
+        std::fs::remove_file(&release).unwrap();
         assert_eq!(queued.await.unwrap().status(), StatusCode::OK);
         assert_eq!(
             server.get(proto, "/index.php").await.status(),
