@@ -59,21 +59,30 @@ impl<W> fmt::Debug for JsonLayer<W> {
     }
 }
 
-/// The context fields recorded on one span.
+/// The context fields recorded on one span. Spans are made for every request and most are
+/// never logged in, so this stays a short list of owned values until a line needs them.
 #[derive(Default)]
-struct SpanContext(Map<String, Value>);
+struct SpanContext(Vec<(&'static str, String)>);
+
+impl SpanContext {
+    fn set(&mut self, name: &'static str, value: String) {
+        match self.0.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, old)) => *old = value,
+            None => self.0.push((name, value)),
+        }
+    }
+}
 
 impl Visit for SpanContext {
     fn record_str(&mut self, field: &Field, value: &str) {
         if CONTEXT_FIELDS.contains(&field.name()) {
-            self.0.insert(field.name().to_string(), Value::from(value));
+            self.set(field.name(), value.to_string());
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if CONTEXT_FIELDS.contains(&field.name()) {
-            self.0
-                .insert(field.name().to_string(), Value::from(format!("{value:?}")));
+            self.set(field.name(), format!("{value:?}"));
         }
     }
 }
@@ -160,7 +169,7 @@ where
             for span in scope.from_root() {
                 if let Some(span_fields) = span.extensions().get::<SpanContext>() {
                     for (k, v) in &span_fields.0 {
-                        context.insert(k.clone(), v.clone());
+                        context.insert((*k).to_string(), Value::from(v.as_str()));
                     }
                 }
             }

@@ -155,7 +155,7 @@ impl PhpRequest {
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
 
-        let mut vars = VarBuffer::default();
+        let mut vars = VarBuffer::with_capacity(parts.headers.len());
         add_cgi_vars(
             &mut vars,
             parts,
@@ -329,10 +329,10 @@ fn add_cgi_vars(
     vars.add("SERVER_SOFTWARE", &identity.software);
     vars.add("SERVER_PROTOCOL", server_protocol(parts.version));
     vars.add("SERVER_NAME", &server_name);
-    vars.add("SERVER_ADDR", &conn.local_addr.ip().to_string());
-    vars.add("SERVER_PORT", &conn.local_addr.port().to_string());
-    vars.add("REMOTE_ADDR", &conn.remote_addr.ip().to_string());
-    vars.add("REMOTE_PORT", &conn.remote_addr.port().to_string());
+    vars.add_display("SERVER_ADDR", conn.local_addr.ip());
+    vars.add_display("SERVER_PORT", conn.local_addr.port());
+    vars.add_display("REMOTE_ADDR", conn.remote_addr.ip());
+    vars.add_display("REMOTE_PORT", conn.remote_addr.port());
     vars.add(
         "REQUEST_SCHEME",
         if conn.tls.is_some() { "https" } else { "http" },
@@ -416,8 +416,31 @@ struct VarBuffer {
 }
 
 impl VarBuffer {
+    /// Room for the CGI variables and `header_count` headers without growing: a request's
+    /// `$_SERVER` is about 1 KB and 30 entries plus its headers.
+    fn with_capacity(header_count: usize) -> Self {
+        VarBuffer {
+            buffer: Vec::with_capacity(1024 + 64 * header_count),
+            spans: Vec::with_capacity(32 + header_count),
+        }
+    }
+
     fn add(&mut self, key: &str, value: &str) {
         self.add_bytes(key, value.as_bytes());
+    }
+
+    /// A value formatted straight into the buffer (addresses, ports), without a `String` each.
+    fn add_display(&mut self, key: &str, value: impl std::fmt::Display) {
+        use std::io::Write;
+        let key_at = self.buffer.len();
+        self.buffer.extend_from_slice(key.as_bytes());
+        self.buffer.push(0);
+        let value_at = self.buffer.len();
+        // Writing into a Vec cannot fail.
+        let _ = write!(self.buffer, "{value}");
+        let value_len = self.buffer.len() - value_at;
+        self.buffer.push(0);
+        self.spans.push((key_at, key.len(), value_at, value_len));
     }
 
     fn add_bytes(&mut self, key: &str, value: &[u8]) {
