@@ -201,6 +201,26 @@ async fn a_fatal_error_after_output_keeps_the_status_and_breaks_the_body_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_error_after_output_that_has_not_left_answers_500() {
+    let server = server().await;
+    for proto in BOTH {
+        let (parts, body, end) =
+            get_until_end(server.addr, proto, "/fatal_after_buffered_output.php").await;
+        assert_eq!(
+            parts.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{proto:?}: the client had seen nothing, so the partial page must not pass for a 200"
+        );
+        assert!(body.is_empty(), "{proto:?}: {body:?}");
+        assert!(matches!(end, BodyEnd::Complete), "{proto:?}: {end:?}");
+        assert_eq!(
+            text(&server.get(proto, "/index.php").await),
+            "index of /index.php"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_closes_a_broken_response_without_its_last_chunk() {
     let server = server().await;
     let (response, closed) = raw_until_closed(

@@ -527,14 +527,15 @@ impl Exchange {
         }
     }
 
-    /// The script ended: completes the response (unless `finish_early` already did), or, when
-    /// the script died after the response started streaming, breaks it off.
+    /// The script ended: completes the response (unless `finish_early` already did); when the
+    /// script died, answers `500` if nothing has left yet, or breaks the streaming response off.
     pub(crate) fn finish(mut self) {
         self.clock.finished = Some(Instant::now());
         let failure = self.failure_reason();
         self.count_timeout(failure);
         match failure {
             Some(reason) if self.stream.is_some() => self.break_off(reason),
+            Some(_) if self.reply.is_some() => self.answer_internal_error(),
             _ => {
                 if !self.client_gone && (self.reply.is_some() || self.stream.is_some()) {
                     self.send(true);
@@ -565,6 +566,18 @@ impl Exchange {
         };
         if let (true, Some(counters)) = (counted, &self.counters) {
             counters.timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The script died before any of its response left: PHP may have settled a `200` head at its
+    /// first `echo` (with output buffering off, headers count as sent from then on), but the
+    /// client has seen nothing, so it gets a plain `500` instead of the partial page looking
+    /// complete.
+    fn answer_internal_error(&mut self) {
+        self.head = Some(Head::internal_error());
+        self.buffer.clear();
+        if !self.client_gone {
+            self.send(true);
         }
     }
 
