@@ -36,7 +36,8 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(config: &Config) {
-    if let Err(message) = tokio_php::log::init(&config.rust_log, "tokio_php") {
+    // Log lines name the same service as exported spans (OTEL_SERVICE_NAME, `tokio_php` by default).
+    if let Err(message) = tokio_php::log::init(&config.rust_log, &config.otel_service_name) {
         eprintln!("error: {message}");
         std::process::exit(2);
     }
@@ -188,6 +189,8 @@ async fn serve_until_signal(
     internal: InternalState,
     drain_started: Arc<OnceLock<Instant>>,
 ) -> Result<(), String> {
+    // Before anything listens: from the first "listening" line on, SIGTERM means drain.
+    let shutdown = server::shutdown_signal();
     let listener = server::bind(config.listen_addr)
         .await
         .map_err(|e| format!("LISTEN_ADDR={}: {e}", config.listen_addr))?;
@@ -207,7 +210,7 @@ async fn serve_until_signal(
         }
     };
     let signal = async move {
-        server::shutdown_signal().await;
+        shutdown.await;
         let _ = drain_started.set(Instant::now());
     };
     let served = server::serve(listener, service, serve_config, signal)

@@ -138,6 +138,34 @@ async fn serves_php_and_exits_cleanly_on_sigterm() {
     assert!(status.success(), "exit status {status}");
 }
 
+#[test]
+fn sigterm_right_after_listening_drains_instead_of_killing() {
+    // The signal handlers are in place before the "listening" line: a SIGTERM at once still
+    // ends in an orderly exit 0, never in death by the signal's default action.
+    for _ in 0..20 {
+        let status = Server::start(&mut binary()).terminate();
+        assert!(status.success(), "exit status {status}");
+    }
+}
+
+#[test]
+fn log_lines_name_the_service_of_otel_service_name() {
+    let server = Server::start(binary().env("OTEL_SERVICE_NAME", "shop"));
+    let lines = server.wait_for_logs("app", 1);
+    assert!(!lines.is_empty());
+    assert!(
+        lines.iter().all(|line| line["ctx"]["service"] == "shop"),
+        "{lines:?}"
+    );
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status}");
+
+    let server = Server::start(&mut binary());
+    let lines = server.wait_for_logs("app", 1);
+    assert_eq!(lines[0]["ctx"]["service"], "tokio_php", "{lines:?}");
+    assert!(server.terminate().success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stub_answers_empty_200s_without_php() {
     let server = Server::start(binary().env("USE_STUB", "1"));
