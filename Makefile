@@ -38,6 +38,8 @@ run-tls: build
 test: php
 	$(CARGO) fmt --all -- --check
 	$(WITH_PHP) $(CARGO) clippy --all-targets -- -D warnings
+	# The examples as programs: tests/examples.rs runs them.
+	$(WITH_PHP) $(CARGO) build --examples
 	$(WITH_PHP) $(CARGO) test --all-targets
 	$(WITH_PHP) $(CARGO) test --doc
 

@@ -2,8 +2,8 @@
 //! `/php`, from PHP with the client's address; `stub_server` answers every request with an empty
 //! 200 through its layers. Both stop cleanly on SIGTERM.
 //!
-//! `cargo test` builds the examples before it runs tests (`make test` runs `cargo test
-//! --all-targets`); run alone, this test says to build them first.
+//! `make test` builds the examples as programs (`cargo build --examples`) before it runs the
+//! tests; run alone, this test says to build them first.
 
 mod common;
 
@@ -24,7 +24,7 @@ fn example(name: &str) -> Command {
         .join(name);
     assert!(
         path.is_file(),
-        "{} is not built: `cargo test --all-targets` (or `cargo build --examples`) builds it",
+        "{} is not built: `cargo build --examples` (which `make test` runs) builds it",
         path.display()
     );
     let mut command = Command::new(path);
