@@ -432,25 +432,26 @@ impl VarBuffer {
     /// A value formatted straight into the buffer (addresses, ports), without a `String` each.
     fn add_display(&mut self, key: &str, value: impl std::fmt::Display) {
         use std::io::Write;
-        let key_at = self.buffer.len();
-        self.buffer.extend_from_slice(key.as_bytes());
-        self.buffer.push(0);
-        let value_at = self.buffer.len();
         // Writing into a Vec cannot fail.
-        let _ = write!(self.buffer, "{value}");
-        let value_len = self.buffer.len() - value_at;
-        self.buffer.push(0);
-        self.spans.push((key_at, key.len(), value_at, value_len));
+        self.add_with(key, |buffer| {
+            let _ = write!(buffer, "{value}");
+        });
     }
 
     fn add_bytes(&mut self, key: &str, value: &[u8]) {
+        self.add_with(key, |buffer| buffer.extend_from_slice(value));
+    }
+
+    /// Appends `key\0`, then whatever `write_value` appends, then `\0`, and records both.
+    fn add_with(&mut self, key: &str, write_value: impl FnOnce(&mut Vec<u8>)) {
         let key_at = self.buffer.len();
         self.buffer.extend_from_slice(key.as_bytes());
         self.buffer.push(0);
         let value_at = self.buffer.len();
-        self.buffer.extend_from_slice(value);
+        write_value(&mut self.buffer);
+        let value_len = self.buffer.len() - value_at;
         self.buffer.push(0);
-        self.spans.push((key_at, key.len(), value_at, value.len()));
+        self.spans.push((key_at, key.len(), value_at, value_len));
     }
 
     fn fill_entries(&self, entries: &mut Vec<ffi::tp_server_var>) {
