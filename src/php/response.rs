@@ -569,13 +569,20 @@ impl Exchange {
         }
     }
 
-    /// The script died before any of its response left: PHP may have settled a `200` head at its
-    /// first `echo` (with output buffering off, headers count as sent from then on), but the
-    /// client has seen nothing, so it gets a plain `500` instead of the partial page looking
-    /// complete.
+    /// The script died before any of its response left. PHP turns a `200` into a `500` when a
+    /// script dies before its headers are sent; with output buffering off they count as sent at
+    /// the first `echo`, so a script that printed a little and then died kept its `200`, and the
+    /// partial page would pass for a complete one. Nothing has left the server yet, so the same
+    /// rule applies here: the output goes out as it is (as with php-fpm and PHP's production
+    /// `output_buffering`), under `500` instead of `200`.
     fn answer_internal_error(&mut self) {
-        self.head = Some(Head::internal_error());
-        self.buffer.clear();
+        match &mut self.head {
+            Some(head) if head.status == StatusCode::OK => {
+                head.status = StatusCode::INTERNAL_SERVER_ERROR;
+            }
+            Some(_) => {}
+            None => self.head = Some(Head::internal_error()),
+        }
         if !self.client_gone {
             self.send(true);
         }
