@@ -286,12 +286,7 @@ async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
 
 async fn internal_get(server: &Server, path: &str) -> http::Response<bytes::Bytes> {
     let addr = server.internal.expect("INTERNAL_ADDR set");
-    common::send(
-        addr,
-        Proto::Http1,
-        http::Request::get(path).body(Default::default()).unwrap(),
-    )
-    .await
+    common::get(addr, Proto::Http1, path).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

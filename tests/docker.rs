@@ -109,12 +109,7 @@ fn the_image_has_the_extensions_build_php_sh_builds() {
 }
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> http::Response<bytes::Bytes> {
-    common::send(
-        addr,
-        Proto::Http1,
-        http::Request::get(path).body(Default::default()).unwrap(),
-    )
-    .await
+    common::get(addr, Proto::Http1, path).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

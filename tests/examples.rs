@@ -37,8 +37,7 @@ fn example(name: &str) -> Command {
 }
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> http::Response<bytes::Bytes> {
-    let request = http::Request::get(path).body(Default::default()).unwrap();
-    common::send(addr, Proto::Http1, request).await
+    common::get(addr, Proto::Http1, path).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

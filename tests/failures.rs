@@ -440,12 +440,7 @@ async fn twenty_rounds_of_every_fault_then_normal_traffic() {
 }
 
 async fn send_get(addr: std::net::SocketAddr, proto: Proto, path: &str) -> http::Response<Bytes> {
-    send(
-        addr,
-        proto,
-        Request::get(path).body(Full::default()).unwrap(),
-    )
-    .await
+    common::get(addr, proto, path).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

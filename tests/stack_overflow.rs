@@ -38,8 +38,7 @@ fn start_server(workers: usize) -> Server {
 }
 
 async fn get(server: &Server, proto: Proto, path: &str) -> http::Response<bytes::Bytes> {
-    let request = http::Request::get(path).body(Default::default()).unwrap();
-    common::send(server.addr, proto, request).await
+    common::get(server.addr, proto, path).await
 }
 
 async fn metrics(server: &Server) -> String {

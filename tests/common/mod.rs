@@ -175,12 +175,7 @@ impl TestServer {
     }
 
     pub async fn get(&self, proto: Proto, path: &str) -> Response<Bytes> {
-        send(
-            self.addr,
-            proto,
-            Request::get(path).body(Full::default()).unwrap(),
-        )
-        .await
+        get(self.addr, proto, path).await
     }
 }
 
@@ -199,6 +194,16 @@ pub enum Proto {
 }
 
 pub const BOTH: [Proto; 2] = [Proto::Http1, Proto::H2c];
+
+/// `GET path` on a fresh connection, the whole response collected.
+pub async fn get(addr: SocketAddr, proto: Proto, path: &str) -> Response<Bytes> {
+    send(
+        addr,
+        proto,
+        Request::get(path).body(Full::default()).unwrap(),
+    )
+    .await
+}
 
 /// Sends one request on a fresh connection and collects the whole response.
 pub async fn send(
