@@ -17,13 +17,14 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use tokio_php::layer::{
-    AccessLogLayer, CompressionLayer, RequestIdLayer, TimeoutLayer, TraceContextLayer,
+    AccessLogLayer, CompressionLayer, PropagateTraceContextLayer, SetRequestIdLayer, TimeoutLayer,
     TryFilesLayer,
 };
-use tokio_php::php::{
-    DocumentRoot, PhpPool, PhpRuntime, PhpRuntimeConfig, PhpService, PhpServiceConfig, PoolConfig,
-};
 use tokio_php::server::{self, ServeConfig};
+use tokio_php::{
+    http::DocumentRoot,
+    php::{PhpPool, PhpRuntime, PhpRuntimeConfig, PhpService, PhpServiceConfig, PoolConfig},
+};
 use tower::{Layer, Service, ServiceBuilder};
 
 /// Refuses requests without `Authorization: Bearer <token>` with 401.
@@ -87,7 +88,7 @@ where
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tokio_php::log::init("info", "custom_stack")?;
+    tokio_php::telemetry::log::init("info", "custom_stack")?;
     let token = std::env::var("API_TOKEN").unwrap_or_else(|_| "secret".into());
     let root = DocumentRoot::new(std::env::var("DOCUMENT_ROOT").unwrap_or_else(|_| "www".into()))?;
 
@@ -95,8 +96,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let php = PhpRuntime::start(PhpRuntimeConfig::default())?;
     let pool = PhpPool::start(PoolConfig::default())?;
     let service = ServiceBuilder::new()
-        .layer(TraceContextLayer::new())
-        .layer(RequestIdLayer::new())
+        .layer(PropagateTraceContextLayer::new())
+        .layer(SetRequestIdLayer::new())
         .layer(AccessLogLayer::new())
         .layer(BearerAuthLayer::new(&token))
         .layer(CompressionLayer::new())

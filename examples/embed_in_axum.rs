@@ -18,10 +18,11 @@ use axum::extract::{ConnectInfo, Request};
 use axum::routing::get;
 use axum::Router;
 use tokio_php::layer::TimeoutLayer;
-use tokio_php::php::{
-    DocumentRoot, PhpPool, PhpRuntime, PhpRuntimeConfig, PhpService, PhpServiceConfig, PoolConfig,
-};
 use tokio_php::ConnInfo;
+use tokio_php::{
+    http::DocumentRoot,
+    php::{PhpPool, PhpRuntime, PhpRuntimeConfig, PhpService, PhpServiceConfig, PoolConfig},
+};
 use tower::ServiceBuilder;
 
 /// What PhpService reads the client's and the server's addresses from.
@@ -42,7 +43,7 @@ fn with_conn_info(local_addr: SocketAddr) -> impl Fn(Request) -> Request + Clone
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
-    tokio_php::log::init(&filter, "embed_in_axum")?;
+    tokio_php::telemetry::log::init(&filter, "embed_in_axum")?;
     let root = DocumentRoot::new(std::env::var("DOCUMENT_ROOT").unwrap_or_else(|_| "www".into()))?;
     let addr: SocketAddr = std::env::var("LISTEN_ADDR")
         .unwrap_or_else(|_| "127.0.0.1:8080".into())

@@ -10,20 +10,22 @@
 
 use std::time::Duration;
 
-use tokio_php::layer::{AccessLogLayer, RequestIdLayer, TimeoutLayer, TraceContextLayer};
+use tokio_php::layer::{
+    AccessLogLayer, PropagateTraceContextLayer, SetRequestIdLayer, TimeoutLayer,
+};
 use tokio_php::server::{self, ServeConfig};
 use tokio_php::StubService;
 use tower::ServiceBuilder;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
-    tokio_php::log::init(&filter, "stub_server")?;
+    tokio_php::telemetry::log::init(&filter, "stub_server")?;
     let addr = std::env::var("LISTEN_ADDR")
         .unwrap_or_else(|_| "127.0.0.1:8080".into())
         .parse()?;
     let service = ServiceBuilder::new()
-        .layer(TraceContextLayer::new())
-        .layer(RequestIdLayer::new())
+        .layer(PropagateTraceContextLayer::new())
+        .layer(SetRequestIdLayer::new())
         .layer(AccessLogLayer::new())
         .layer(TimeoutLayer::new(Duration::from_secs(30)))
         .service(StubService);

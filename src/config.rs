@@ -10,8 +10,9 @@ use clap::error::{ContextKind, ContextValue};
 use clap::{CommandFactory, Parser};
 use serde::Serialize;
 
+use crate::http::BodyLimits;
 use crate::layer::try_files::{RuleError, TryFilesRule};
-use crate::php::{BodyLimits, PoolConfig};
+use crate::php::PoolConfig;
 use crate::server::{ServeConfig, Tls};
 
 /// The server's configuration. Each field reads the environment variable in its `env` name.

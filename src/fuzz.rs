@@ -9,14 +9,12 @@ use std::sync::OnceLock;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Version};
 
+use crate::http::{ConnInfo, DocumentRoot, RequestBody, RequestId, Script, TraceContext};
 use crate::layer::compression::AcceptEncoding;
 use crate::layer::try_files::route::{self, looks_like_source, Mode, Route};
 use crate::layer::try_files::TryFilesRule;
 use crate::layer::validate_request;
-use crate::layer::{RequestId, TraceContext};
 use crate::php::request::{PhpRequest, ServerIdentity};
-use crate::php::{body::RequestBody, DocumentRoot, Script};
-use crate::ConnInfo;
 
 /// Splits fuzz input into fields at `\n`, so one input drives several values.
 fn fields(data: &[u8]) -> Vec<&[u8]> {
@@ -161,7 +159,7 @@ pub fn request_to_sapi(data: &[u8]) {
     let addr: SocketAddr = "127.0.0.1:8080".parse().expect("an address");
     let conn = ConnInfo::tcp(addr, "127.0.0.1:50000".parse().expect("an address"));
     let identity = ServerIdentity {
-        software: crate::SERVER_SOFTWARE.into(),
+        software: crate::http::SERVER_SOFTWARE.into(),
         document_root: root_path.display().to_string(),
     };
     if let Ok(mut php) = PhpRequest::new(&parts, &script, RequestBody::empty(), &conn, &identity) {

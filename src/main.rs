@@ -1,17 +1,19 @@
 //! The tokio_php server binary: configuration from the environment, PHP started before the tokio
 //! runtime, then the service served until SIGINT/SIGTERM.
+#![deny(unsafe_code)]
 
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
-use tokio_php::otel::OtelExport;
+use tokio_php::admin::{self, InternalState};
 use tokio_php::php::{
     PhpPool, PhpRuntime, PhpRuntimeConfig, PhpService, PhpServiceConfig, PoolMonitor,
 };
-use tokio_php::server::{self, InternalState, ServeConfig};
+use tokio_php::server::{self, ServeConfig};
 use tokio_php::stack::{self, StackConfig, StackService};
+use tokio_php::telemetry::OtelExport;
 use tokio_php::{Config, StubService};
 
 // The server's own allocations (requests, responses, buffers): under load glibc's malloc
@@ -37,7 +39,9 @@ fn main() -> ExitCode {
 
 fn init_logging(config: &Config) {
     // Log lines name the same service as exported spans (OTEL_SERVICE_NAME, `tokio_php` by default).
-    if let Err(message) = tokio_php::log::init(&config.rust_log, &config.otel_service_name) {
+    if let Err(message) =
+        tokio_php::telemetry::log::init(&config.rust_log, &config.otel_service_name)
+    {
         eprintln!("error: {message}");
         std::process::exit(2);
     }
@@ -204,7 +208,7 @@ async fn serve_until_signal(
             let stopped = async move {
                 let _ = internal_stopped.await;
             };
-            Some(tokio::spawn(server::serve_internal(
+            Some(tokio::spawn(admin::serve_internal(
                 listener, internal, stopped,
             )))
         }

@@ -3,10 +3,10 @@
 //! Outermost first:
 //!
 //! ```text
-//! TraceContextLayer   traceparent in/out, trace/span ids for everything below
+//! PropagateTraceContextLayer   traceparent in/out, trace/span ids for everything below
 //! OtelLayer           OTEL_EXPORTER_OTLP_ENDPOINT: server span (+ PHP child span) over OTLP
-//! RequestIdLayer      X-Request-ID, in every log line
-//! MetricsLayer        Prometheus counters and latency histogram
+//! SetRequestIdLayer      X-Request-ID, in every log line
+//! RecordMetricsLayer        Prometheus counters and latency histogram
 //! AccessLogLayer      ACCESS_LOG=1: one line per request, after its body is sent
 //! ProfileLayer        PROFILE=1: X-Profile-* timings on request
 //! RateLimitLayer      RATE_LIMIT>0: 429 per client IP
@@ -41,15 +41,15 @@ use http_body_util::BodyExt;
 use tower::util::BoxCloneService;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
+use crate::config::Config;
+use crate::http::{BoxError, DocumentRoot};
 use crate::layer::try_files::TryFilesRule;
 use crate::layer::{
-    AccessLogLayer, CompressionLayer, ErrorPagesLayer, MetricsLayer, OtelLayer, ProfileLayer,
-    RateLimitLayer, RequestIdLayer, TimeoutLayer, TraceContextLayer, TryFilesLayer,
-    ValidateRequestLayer,
+    AccessLogLayer, CompressionLayer, ErrorPagesLayer, OtelLayer, ProfileLayer,
+    PropagateTraceContextLayer, RateLimitLayer, RecordMetricsLayer, SetRequestIdLayer,
+    TimeoutLayer, TryFilesLayer, ValidateRequestLayer,
 };
-use crate::php::DocumentRoot;
 use crate::telemetry::Metrics;
-use crate::{BoxError, Config};
 use opentelemetry_sdk::trace::SdkTracer;
 
 /// The body every stack answers with.
@@ -182,10 +182,10 @@ where
     };
     Ok(boxed(
         ServiceBuilder::new()
-            .layer(TraceContextLayer::new())
+            .layer(PropagateTraceContextLayer::new())
             .option_layer(config.otel.clone().map(OtelLayer::new))
-            .layer(RequestIdLayer::new())
-            .layer(MetricsLayer::new(config.metrics.clone()))
+            .layer(SetRequestIdLayer::new())
+            .layer(RecordMetricsLayer::new(config.metrics.clone()))
             .service(logged),
     ))
 }

@@ -13,7 +13,7 @@ use common::{
 };
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use tokio_php::php::{BodyLimits, PoolConfig};
+use tokio_php::{http::BodyLimits, php::PoolConfig};
 
 const WORKERS: usize = 3;
 

@@ -19,7 +19,10 @@ use common::{json, send, Proto, TestServer};
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use serde_json::Value;
-use tokio_php::php::{DocumentRoot, PhpService, PhpServiceConfig, PoolConfig};
+use tokio_php::{
+    http::DocumentRoot,
+    php::{PhpService, PhpServiceConfig, PoolConfig},
+};
 
 const PROBE: &str = include_str!("fixtures/paths/probe.php");
 const DIRECTORIES: [&str; 2] = ["a", "b"];

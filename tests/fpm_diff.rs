@@ -19,8 +19,11 @@ use common::{Proto, TestServer};
 use http::{Request, Response};
 use http_body_util::Full;
 use serde_json::Value;
-use tokio_php::php::{DocumentRoot, PhpService, PhpServiceConfig, PoolConfig};
 use tokio_php::stack::{self, StackConfig};
+use tokio_php::{
+    http::DocumentRoot,
+    php::{PhpService, PhpServiceConfig, PoolConfig},
+};
 
 /// `$_SERVER` keys that differ between any two requests or servers by nature.
 const VOLATILE: &[&str] = &[

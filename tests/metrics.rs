@@ -7,8 +7,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use common::{Proto, TestServer};
+use tokio_php::admin::{self, InternalState};
 use tokio_php::php::PoolConfig;
-use tokio_php::server::{self, InternalState, ServeConfig};
+use tokio_php::server::{self, ServeConfig};
 use tokio_php::stack::{self, StackConfig};
 use tokio_php::telemetry::Metrics;
 
@@ -78,7 +79,7 @@ async fn metrics_cover_php_traffic_and_pass_promtool() {
         pool: Some(server.pool.monitor()),
         config: serde_json::json!({}),
     };
-    tokio::spawn(server::serve_internal(
+    tokio::spawn(admin::serve_internal(
         internal,
         state,
         std::future::pending(),

@@ -13,7 +13,10 @@ use common::{Proto, TestServer};
 use http::Request;
 use http_body_util::Full;
 use phpt::{Outcome, Phpt};
-use tokio_php::php::{DocumentRoot, PhpIni, PhpService, PhpServiceConfig, PoolConfig};
+use tokio_php::{
+    http::{DocumentRoot, PhpIni},
+    php::{PhpService, PhpServiceConfig, PoolConfig},
+};
 
 /// Tests that fail for a reason that is not a tokio_php bug, with the reason (see docs/phpt.md).
 const KNOWN_FAILURES: &[(&str, &str)] = &[

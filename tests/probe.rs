@@ -10,8 +10,11 @@ use std::path::Path;
 use common::{raw_exchange, raw_status, Proto, TestServer};
 use http::StatusCode;
 use tokio_php::layer::try_files::TryFilesRule;
-use tokio_php::php::{DocumentRoot, PhpService, PhpServiceConfig, PoolConfig};
 use tokio_php::stack::{self, StackConfig};
+use tokio_php::{
+    http::DocumentRoot,
+    php::{PhpService, PhpServiceConfig, PoolConfig},
+};
 
 /// In every script and source copy; never in a response.
 const SOURCE_MARKER: &str = "SOURCE-MARKER";

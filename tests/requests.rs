@@ -7,7 +7,7 @@ use bytes::Bytes;
 use common::{json, send, text, Proto, TestServer, BOTH};
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use tokio_php::php::{BodyLimits, PoolConfig};
+use tokio_php::{http::BodyLimits, php::PoolConfig};
 
 fn body(data: impl Into<Bytes>) -> Full<Bytes> {
     Full::new(data.into())

@@ -12,7 +12,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpSocket;
-use tokio_php::php::{BodyLimits, PoolConfig};
+use tokio_php::{http::BodyLimits, php::PoolConfig};
 
 /// The tests count the process's temporary files, so they run one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

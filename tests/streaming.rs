@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_php::php::{BodyLimits, PoolConfig};
+use tokio_php::{http::BodyLimits, php::PoolConfig};
 
 type StreamingResponse = http::Response<hyper::body::Incoming>;
 

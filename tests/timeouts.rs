@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::{get_until_end, json, BodyEnd, Proto, TestServer, BOTH};
 use http::StatusCode;
-use tokio_php::layer::{MetricsLayer, TimeoutLayer};
+use tokio_php::layer::{RecordMetricsLayer, TimeoutLayer};
 use tokio_php::php::PoolConfig;
-use tokio_php::server::ConnectionStats;
 use tokio_php::telemetry::Metrics;
 use tower::{Layer, ServiceBuilder};
 
@@ -36,7 +35,7 @@ async fn metered_server(timeout: Duration) -> (TestServer, Metrics) {
         },
         move |pool| {
             ServiceBuilder::new()
-                .layer(MetricsLayer::new(layer_metrics))
+                .layer(RecordMetricsLayer::new(layer_metrics))
                 .layer(TimeoutLayer::new(timeout))
                 .service(TestServer::php_service(pool))
         },
@@ -47,7 +46,7 @@ async fn metered_server(timeout: Duration) -> (TestServer, Metrics) {
 
 /// `tokio_php_timed_out_requests_total` as `/metrics` would show it.
 fn timed_out_total(server: &TestServer, metrics: &Metrics) -> u64 {
-    let text = metrics.render(&ConnectionStats::default(), Some(server.pool.stats()));
+    let text = metrics.render(0, Some(server.pool.stats()));
     text.lines()
         .find_map(|line| line.strip_prefix("tokio_php_timed_out_requests_total "))
         .and_then(|value| value.parse().ok())

@@ -29,7 +29,7 @@ use http::{header, Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use tower::{Layer, Service};
 
-use crate::ConnInfo;
+use crate::http::ConnInfo;
 
 /// Applies access logging to a service. See the [module docs](self).
 #[derive(Debug, Clone, Copy, Default)]
@@ -281,10 +281,9 @@ mod tests {
         fn log_lines() -> (Self, tracing::subscriber::DefaultGuard) {
             let capture = Capture::default();
             let writer = capture.clone();
-            let subscriber = tracing_subscriber::registry()
-                .with(crate::log::JsonLayer::new("tokio_php", move || {
-                    writer.clone()
-                }));
+            let subscriber = tracing_subscriber::registry().with(
+                crate::telemetry::log::JsonLayer::new("tokio_php", move || writer.clone()),
+            );
             (capture, tracing::subscriber::set_default(subscriber))
         }
     }

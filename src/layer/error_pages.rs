@@ -14,7 +14,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
-//! [`ServerGenerated`]: crate::ServerGenerated
+//! [`ServerGenerated`]: crate::http::ServerGenerated
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,7 +30,7 @@ use http_body::Body;
 use http_body_util::{Either, Full};
 use tower::{Layer, Service};
 
-use crate::ServerGenerated;
+use crate::http::ServerGenerated;
 
 /// Replaces empty error responses with HTML pages. See the [module docs](self).
 #[derive(Debug, Clone)]

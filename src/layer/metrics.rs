@@ -2,13 +2,13 @@
 //! [`Metrics`] registry (served on the internal server's `/metrics`).
 //!
 //! ```
-//! use tokio_php::layer::MetricsLayer;
+//! use tokio_php::layer::RecordMetricsLayer;
 //! use tokio_php::telemetry::Metrics;
 //! use tower::ServiceBuilder;
 //!
 //! let metrics = Metrics::new();
 //! let service = ServiceBuilder::new()
-//!     .layer(MetricsLayer::new(metrics.clone()))
+//!     .layer(RecordMetricsLayer::new(metrics.clone()))
 //!     .service_fn(|_: http::Request<()>| async { Ok::<_, std::convert::Infallible>(http::Response::new(())) });
 //! # drop(service);
 //! ```
@@ -21,41 +21,41 @@ use std::time::Instant;
 use http::{Method, Request, Response};
 use tower::{Layer, Service};
 
+use crate::http::ServerGenerated;
 use crate::telemetry::Metrics;
-use crate::ServerGenerated;
 
 /// Records request metrics. See the [module docs](self).
 #[derive(Debug, Clone)]
-pub struct MetricsLayer {
+pub struct RecordMetricsLayer {
     metrics: Metrics,
 }
 
-impl MetricsLayer {
+impl RecordMetricsLayer {
     /// Records into `metrics`.
     pub fn new(metrics: Metrics) -> Self {
-        MetricsLayer { metrics }
+        RecordMetricsLayer { metrics }
     }
 }
 
-impl<S> Layer<S> for MetricsLayer {
-    type Service = MetricsService<S>;
+impl<S> Layer<S> for RecordMetricsLayer {
+    type Service = RecordMetrics<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        MetricsService {
+        RecordMetrics {
             inner,
             metrics: self.metrics.clone(),
         }
     }
 }
 
-/// The service produced by [`MetricsLayer`].
+/// The service produced by [`RecordMetricsLayer`].
 #[derive(Debug, Clone)]
-pub struct MetricsService<S> {
+pub struct RecordMetrics<S> {
     inner: S,
     metrics: Metrics,
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for MetricsService<S>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RecordMetrics<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
@@ -79,7 +79,7 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// The response future of [`MetricsService`].
+    /// The response future of [`RecordMetrics`].
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
@@ -112,14 +112,13 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::ConnectionStats;
     use std::convert::Infallible;
     use tower::{service_fn, ServiceExt};
 
     #[tokio::test]
     async fn every_response_is_counted() {
         let metrics = Metrics::new();
-        let service = MetricsLayer::new(metrics.clone()).layer(service_fn(
+        let service = RecordMetricsLayer::new(metrics.clone()).layer(service_fn(
             |request: Request<()>| async move {
                 let mut response = Response::new(());
                 if request.uri().path() == "/busy" {
@@ -136,7 +135,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let text = metrics.render(&ConnectionStats::default(), None);
+        let text = metrics.render(0, None);
         assert!(
             text.contains("tokio_php_responses_total{status=\"200\"} 2"),
             "{text}"

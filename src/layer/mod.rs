@@ -7,7 +7,8 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use tokio_php::layer::*;
-//! use tokio_php::php::{DocumentRoot, PhpPool, PhpRuntime, PhpRuntimeConfig, PhpService, PhpServiceConfig, PoolConfig};
+//! use tokio_php::http::DocumentRoot;
+//! use tokio_php::php::{PhpPool, PhpRuntime, PhpRuntimeConfig, PhpService, PhpServiceConfig, PoolConfig};
 //! use tower::ServiceBuilder;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -15,8 +16,8 @@
 //! let pool = PhpPool::start(PoolConfig::default())?;
 //! let root = DocumentRoot::new("www")?;
 //! let service = ServiceBuilder::new()
-//!     .layer(TraceContextLayer::new())                        // traceparent in and out
-//!     .layer(RequestIdLayer::new())                           // X-Request-ID
+//!     .layer(PropagateTraceContextLayer::new())                        // traceparent in and out
+//!     .layer(SetRequestIdLayer::new())                           // X-Request-ID
 //!     .layer(AccessLogLayer::new())                           // ACCESS_LOG=1
 //!     .layer(ProfileLayer::new())                             // PROFILE=1
 //!     .layer(RateLimitLayer::new(100, Duration::from_secs(60))) // RATE_LIMIT / RATE_WINDOW
@@ -32,10 +33,10 @@
 //!
 //! | layer | what it does |
 //! |---|---|
-//! | [`TraceContextLayer`] | W3C `traceparent` in and out, a random span id per request, `TRACE_ID`/`SPAN_ID`/`PARENT_SPAN_ID` for PHP |
-//! | [`RequestIdLayer`] | `X-Request-ID` kept (if sane) or derived from the trace; in every log line |
+//! | [`PropagateTraceContextLayer`] | W3C `traceparent` in and out, a random span id per request, `TRACE_ID`/`SPAN_ID`/`PARENT_SPAN_ID` for PHP |
+//! | [`SetRequestIdLayer`] | `X-Request-ID` kept (if sane) or derived from the trace; in every log line |
 //! | [`OtelLayer`] | OpenTelemetry server span (+ a PHP child span), exported over OTLP |
-//! | [`MetricsLayer`] | Prometheus counters and latency histogram per request |
+//! | [`RecordMetricsLayer`] | Prometheus counters and latency histogram per request |
 //! | [`AccessLogLayer`] | one JSON `access` line per request once its body is sent |
 //! | [`ProfileLayer`] | `X-Profile: 1` → `X-Profile-*` timing headers |
 //! | [`RateLimitLayer`] | per-client-IP limit (governor) → `429`, `X-RateLimit-*` |
@@ -45,10 +46,14 @@
 //! | [`TryFilesLayer`] | static files, PHP, or a front controller |
 //! | [`TimeoutLayer`] | `504` at the deadline and the script stopped; `tokio_request_heartbeat()` extends it |
 //!
-//! Layers share what they learn through typed request extensions: [`TraceContext`],
-//! [`RequestId`], [`Deadline`], [`crate::ConnInfo`], [`crate::php::Script`] and
-//! [`crate::php::ServerVars`] (values PHP sees in `$_SERVER`); responses carry
-//! [`crate::php::PhpTimings`], [`crate::php::FlushedEarly`] and [`crate::ServerGenerated`].
+//! Layers share what they learn through typed request extensions, all defined in
+//! [`crate::http`]: [`TraceContext`](crate::http::TraceContext),
+//! [`RequestId`](crate::http::RequestId), [`Deadline`](crate::http::Deadline),
+//! [`ConnInfo`](crate::http::ConnInfo), [`Script`](crate::http::Script) and
+//! [`ServerVars`](crate::http::ServerVars) (values PHP sees in `$_SERVER`); responses carry
+//! [`PhpTimings`](crate::http::PhpTimings), [`FlushedEarly`](crate::http::FlushedEarly) and
+//! [`ServerGenerated`](crate::http::ServerGenerated). A layer never reaches into
+//! [`crate::php`]: it works around any service.
 
 pub mod access_log;
 pub mod compression;
@@ -67,13 +72,13 @@ pub mod validate_request;
 pub use access_log::{AccessLog, AccessLogBody, AccessLogLayer};
 pub use compression::{Compression, CompressionBody, CompressionLayer};
 pub use error_pages::{ErrorPages, ErrorPagesLayer};
-pub use metrics::{MetricsLayer, MetricsService};
+pub use metrics::{RecordMetrics, RecordMetricsLayer};
 pub use otel::{Otel, OtelLayer};
 pub use profile::{Profile, ProfileLayer};
 pub use rate_limit::{RateLimit, RateLimitLayer};
-pub use request_id::{RequestId, RequestIdLayer, RequestIdService};
+pub use request_id::{SetRequestId, SetRequestIdLayer};
 pub use span_header::SpanHeaderFuture;
-pub use timeout::{Deadline, Timeout, TimeoutLayer};
-pub use trace_context::{TraceContext, TraceContextLayer, TraceContextService};
+pub use timeout::{Timeout, TimeoutLayer};
+pub use trace_context::{PropagateTraceContext, PropagateTraceContextLayer};
 pub use try_files::{TryFiles, TryFilesBody, TryFilesLayer};
 pub use validate_request::{ValidateRequest, ValidateRequestLayer};

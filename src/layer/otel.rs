@@ -1,14 +1,14 @@
 //! OpenTelemetry spans for every request: a server span with the HTTP semantic conventions and,
 //! for PHP requests, a child span for the script's execution.
 //!
-//! Place it inside [`TraceContextLayer`]: the server span takes that request's trace id, span id
+//! Place it inside [`PropagateTraceContextLayer`]: the server span takes that request's trace id, span id
 //! and parent, so exported spans, `traceparent` and log lines all agree. The PHP span is built
 //! from the [`PhpTimings`] measured on the worker: it starts when the request was queued, ends
 //! when the script (and, for complete responses, request shutdown) finished, and carries the
 //! queue, startup, script and output times.
 //!
-//! [`TraceContextLayer`]: crate::layer::TraceContextLayer
-//! [`PhpTimings`]: crate::php::PhpTimings
+//! [`PropagateTraceContextLayer`]: crate::layer::PropagateTraceContextLayer
+//! [`PhpTimings`]: crate::http::PhpTimings
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,10 +21,8 @@ use opentelemetry::KeyValue;
 use opentelemetry_sdk::trace::{SdkTracer, Span};
 use tower::{Layer, Service};
 
-use super::TraceContext;
-use crate::otel::with_ids;
-use crate::php::PhpTimings;
-use crate::ConnInfo;
+use crate::http::{ConnInfo, PhpTimings, TraceContext};
+use crate::telemetry::trace::with_ids;
 
 /// Records request spans with `tracer`. See the [module docs](self).
 #[derive(Debug, Clone)]
@@ -33,7 +31,7 @@ pub struct OtelLayer {
 }
 
 impl OtelLayer {
-    /// Records with `tracer` (see [`crate::otel::OtelExport::tracer`]).
+    /// Records with `tracer` (see [`crate::telemetry::OtelExport::tracer`]).
     pub fn new(tracer: SdkTracer) -> Self {
         OtelLayer { tracer }
     }

@@ -32,7 +32,7 @@
 //! # }
 //! ```
 //!
-//! [`PhpTimings`]: crate::php::PhpTimings
+//! [`PhpTimings`]: crate::http::PhpTimings
 
 use std::future::Future;
 use std::pin::Pin;
@@ -42,8 +42,7 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, HeaderValue, Request, Response, Version};
 use tower::{Layer, Service};
 
-use crate::php::PhpTimings;
-use crate::{server_protocol, ConnInfo, TlsInfo};
+use crate::http::{protocol_name, ConnInfo, PhpTimings, TlsInfo};
 
 /// Adds `X-Profile-*` headers when asked. See the [module docs](self).
 #[derive(Debug, Clone, Copy, Default)]
@@ -140,7 +139,7 @@ fn add_headers(headers: &mut HeaderMap, asked: &Asked, timings: Option<PhpTiming
     headers.insert("x-profile-total-us", micros(asked.at.elapsed()));
     headers.insert(
         "x-profile-http-version",
-        HeaderValue::from_static(server_protocol(asked.version)),
+        HeaderValue::from_static(protocol_name(asked.version)),
     );
     if let Some(tls) = &asked.tls {
         headers.insert("x-profile-tls-handshake-us", micros(tls.handshake));

@@ -40,7 +40,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use tower::{Layer, Service};
 
-use crate::ConnInfo;
+use crate::http::ConnInfo;
 
 type Limiter =
     RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock, StateInformationMiddleware>;
@@ -228,7 +228,9 @@ where
         tracing::info!(client_ip = %conn.remote_addr.ip(), "rate limit exceeded; answering 429");
         let mut response = Response::new(Full::from("429 Too Many Requests"));
         *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-        response.extensions_mut().insert(crate::ServerGenerated);
+        response
+            .extensions_mut()
+            .insert(crate::http::ServerGenerated);
         let response_headers = response.headers_mut();
         response_headers.extend(headers);
         response_headers.insert(

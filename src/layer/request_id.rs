@@ -8,12 +8,12 @@
 //! with a `request_id` field around the rest of the request — so every log line carries it.
 //!
 //! ```
-//! use tokio_php::layer::{RequestId, RequestIdLayer};
+//! use tokio_php::{http::RequestId, layer::SetRequestIdLayer};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let service = ServiceBuilder::new()
-//!     .layer(RequestIdLayer::new())
+//!     .layer(SetRequestIdLayer::new())
 //!     .service_fn(|request: http::Request<()>| async move {
 //!         let id = request.extensions().get::<RequestId>().unwrap().clone();
 //!         Ok::<_, std::convert::Infallible>(http::Response::new(id.as_str().to_string()))
@@ -25,88 +25,44 @@
 //! # }
 //! ```
 
-use std::fmt;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{HeaderName, HeaderValue, Request, Response};
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use tower::{Layer, Service};
 
-use super::{SpanHeaderFuture, TraceContext};
+use super::SpanHeaderFuture;
+use crate::http::{RequestId, TraceContext};
 
 const X_REQUEST_ID: &str = "x-request-id";
-const MAX_LEN: usize = 128;
-
-/// The request's id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RequestId(Arc<str>);
-
-impl RequestId {
-    /// The id as a string.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// `value` if it is an acceptable client-supplied id.
-    pub fn parse(value: &str) -> Option<RequestId> {
-        let acceptable = (1..=MAX_LEN).contains(&value.len())
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(&b));
-        acceptable.then(|| RequestId(value.into()))
-    }
-
-    /// `{trace_id[0..12]}-{span_id[0..4]}`, or random hex in the same shape without a trace.
-    pub fn derive(trace: Option<&TraceContext>) -> RequestId {
-        let (trace_id, span_id) = match trace {
-            Some(trace) => (trace.trace_id.to_string(), trace.span_id.to_string()),
-            None => {
-                let ids = RandomIdGenerator::default();
-                (
-                    ids.new_trace_id().to_string(),
-                    ids.new_span_id().to_string(),
-                )
-            }
-        };
-        RequestId(format!("{}-{}", &trace_id[..12], &span_id[..4]).into())
-    }
-}
-
-impl fmt::Display for RequestId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// Applies [`RequestId`] handling to a service. See the [module docs](self).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RequestIdLayer {
+pub struct SetRequestIdLayer {
     _private: (),
 }
 
-impl RequestIdLayer {
+impl SetRequestIdLayer {
     /// A new layer.
     pub fn new() -> Self {
-        RequestIdLayer { _private: () }
+        SetRequestIdLayer { _private: () }
     }
 }
 
-impl<S> Layer<S> for RequestIdLayer {
-    type Service = RequestIdService<S>;
+impl<S> Layer<S> for SetRequestIdLayer {
+    type Service = SetRequestId<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequestIdService { inner }
+        SetRequestId { inner }
     }
 }
 
-/// The service produced by [`RequestIdLayer`].
+/// The service produced by [`SetRequestIdLayer`].
 #[derive(Debug, Clone)]
-pub struct RequestIdService<S> {
+pub struct SetRequestId<S> {
     inner: S,
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequestIdService<S>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SetRequestId<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
@@ -138,20 +94,20 @@ where
     }
 }
 
-/// The response future of [`RequestIdService`].
+/// The response future of [`SetRequestId`].
 pub type ResponseFuture<F> = SpanHeaderFuture<F>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layer::TraceContextLayer;
+    use crate::layer::PropagateTraceContextLayer;
     use std::convert::Infallible;
     use tower::{service_fn, ServiceBuilder, ServiceExt};
 
     async fn id_for(request: Request<()>) -> (String, String, String) {
         let service = ServiceBuilder::new()
-            .layer(TraceContextLayer::new())
-            .layer(RequestIdLayer::new())
+            .layer(PropagateTraceContextLayer::new())
+            .layer(SetRequestIdLayer::new())
             .service_fn(|request: Request<()>| async move {
                 let id = request.extensions().get::<RequestId>().unwrap().to_string();
                 let header = request.headers()[X_REQUEST_ID]
@@ -220,7 +176,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_trace_the_id_is_random() {
-        let service = RequestIdLayer::new().layer(service_fn(|_: Request<()>| async {
+        let service = SetRequestIdLayer::new().layer(service_fn(|_: Request<()>| async {
             Ok::<_, Infallible>(Response::new(()))
         }));
         let a = service.clone().oneshot(Request::new(())).await.unwrap();

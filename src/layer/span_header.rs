@@ -1,6 +1,6 @@
 //! The response future shared by layers that run the rest of a request inside a tracing span and
-//! put one header on its response ([`TraceContextLayer`](super::TraceContextLayer),
-//! [`RequestIdLayer`](super::RequestIdLayer)).
+//! put one header on its response ([`PropagateTraceContextLayer`](super::PropagateTraceContextLayer),
+//! [`SetRequestIdLayer`](super::SetRequestIdLayer)).
 
 use std::future::Future;
 use std::pin::Pin;

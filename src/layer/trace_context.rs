@@ -10,12 +10,12 @@
 //! `span_id` around the rest of the request (so every log line has them).
 //!
 //! ```
-//! use tokio_php::layer::{TraceContext, TraceContextLayer};
+//! use tokio_php::{http::TraceContext, layer::PropagateTraceContextLayer};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let service = ServiceBuilder::new()
-//!     .layer(TraceContextLayer::new())
+//!     .layer(PropagateTraceContextLayer::new())
 //!     .service_fn(|request: http::Request<()>| async move {
 //!         let trace = request.extensions().get::<TraceContext>().unwrap();
 //!         Ok::<_, std::convert::Infallible>(http::Response::new(trace.trace_id.to_string()))
@@ -32,148 +32,41 @@
 
 use std::task::{Context, Poll};
 
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
-use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+use http::{HeaderName, HeaderValue, Request, Response};
+use opentelemetry::trace::TraceState;
 use tower::{Layer, Service};
 
 use super::SpanHeaderFuture;
-use crate::php::ServerVars;
-
-const TRACEPARENT: &str = "traceparent";
-const TRACESTATE: &str = "tracestate";
-
-/// The trace this request belongs to and its own span.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TraceContext {
-    /// The trace, continued from the caller or new.
-    pub trace_id: TraceId,
-    /// This request's span, always new.
-    pub span_id: SpanId,
-    /// The caller's span, when the trace was propagated.
-    pub parent_span_id: Option<SpanId>,
-    /// The caller's sampling decision (new traces are sampled).
-    pub sampled: bool,
-    /// The caller's `tracestate`, passed on unchanged.
-    pub trace_state: TraceState,
-}
-
-impl TraceContext {
-    /// Continues the trace in `headers` (W3C `traceparent`/`tracestate`), or starts a new one when
-    /// there is none or it is malformed.
-    pub fn from_headers(headers: &HeaderMap) -> TraceContext {
-        let ids = RandomIdGenerator::default();
-        let parent = if headers
-            .get(TRACEPARENT)
-            .is_some_and(|v| is_version_00(v.as_bytes()))
-        {
-            let context = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
-            context.span().span_context().clone()
-        } else {
-            SpanContext::empty_context()
-        };
-        if parent.is_valid() {
-            TraceContext {
-                trace_id: parent.trace_id(),
-                span_id: ids.new_span_id(),
-                parent_span_id: Some(parent.span_id()),
-                sampled: parent.is_sampled(),
-                trace_state: parent.trace_state().clone(),
-            }
-        } else {
-            TraceContext {
-                trace_id: ids.new_trace_id(),
-                span_id: ids.new_span_id(),
-                parent_span_id: None,
-                sampled: true,
-                trace_state: TraceState::default(),
-            }
-        }
-    }
-
-    /// This request's span as a `traceparent` value.
-    pub fn traceparent(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            self.trace_id,
-            self.span_id,
-            self.flags().to_u8()
-        )
-    }
-
-    /// This request's span as an OpenTelemetry span context.
-    pub fn span_context(&self) -> SpanContext {
-        SpanContext::new(
-            self.trace_id,
-            self.span_id,
-            self.flags(),
-            false,
-            self.trace_state.clone(),
-        )
-    }
-
-    fn flags(&self) -> TraceFlags {
-        if self.sampled {
-            TraceFlags::SAMPLED
-        } else {
-            TraceFlags::default()
-        }
-    }
-}
-
-/// The exact version-00 shape, `00-<32 hex>-<16 hex>-<2 hex>` in lowercase. The propagator alone
-/// also accepts short ids and later versions; the rest (all-zero ids) it checks itself.
-fn is_version_00(value: &[u8]) -> bool {
-    let lower_hex = |part: &[u8], len: usize| {
-        part.len() == len && part.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
-    let parts: Vec<&[u8]> = value.split(|&b| b == b'-').collect();
-    matches!(parts.as_slice(), [version, trace, span, flags]
-        if *version == b"00" && lower_hex(trace, 32) && lower_hex(span, 16) && lower_hex(flags, 2))
-}
-
-struct HeaderExtractor<'a>(&'a HeaderMap);
-
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
-    }
-}
+use crate::http::{ServerVars, TraceContext, TRACEPARENT, TRACESTATE};
 
 /// Applies [`TraceContext`] handling to a service. See the [module docs](self).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct TraceContextLayer {
+pub struct PropagateTraceContextLayer {
     _private: (),
 }
 
-impl TraceContextLayer {
+impl PropagateTraceContextLayer {
     /// A new layer.
     pub fn new() -> Self {
-        TraceContextLayer { _private: () }
+        PropagateTraceContextLayer { _private: () }
     }
 }
 
-impl<S> Layer<S> for TraceContextLayer {
-    type Service = TraceContextService<S>;
+impl<S> Layer<S> for PropagateTraceContextLayer {
+    type Service = PropagateTraceContext<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        TraceContextService { inner }
+        PropagateTraceContext { inner }
     }
 }
 
-/// The service produced by [`TraceContextLayer`].
+/// The service produced by [`PropagateTraceContextLayer`].
 #[derive(Debug, Clone)]
-pub struct TraceContextService<S> {
+pub struct PropagateTraceContext<S> {
     inner: S,
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for TraceContextService<S>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for PropagateTraceContext<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
@@ -227,27 +120,29 @@ where
     }
 }
 
-/// The response future of [`TraceContextService`].
+/// The response future of [`PropagateTraceContext`].
 pub type ResponseFuture<F> = SpanHeaderFuture<F>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry::trace::{SpanId, TraceId};
     use std::convert::Infallible;
     use tower::{service_fn, ServiceExt};
 
     async fn run(request: Request<()>) -> (TraceContext, Option<String>, ServerVars, Response<()>) {
         let (tx, rx) = std::sync::mpsc::channel();
-        let service = TraceContextLayer::new().layer(service_fn(move |request: Request<()>| {
-            let trace = request.extensions().get::<TraceContext>().cloned().unwrap();
-            let header = request
-                .headers()
-                .get(TRACEPARENT)
-                .map(|v| v.to_str().unwrap().to_string());
-            let vars = request.extensions().get::<ServerVars>().cloned().unwrap();
-            tx.send((trace, header, vars)).unwrap();
-            async { Ok::<_, Infallible>(Response::new(())) }
-        }));
+        let service =
+            PropagateTraceContextLayer::new().layer(service_fn(move |request: Request<()>| {
+                let trace = request.extensions().get::<TraceContext>().cloned().unwrap();
+                let header = request
+                    .headers()
+                    .get(TRACEPARENT)
+                    .map(|v| v.to_str().unwrap().to_string());
+                let vars = request.extensions().get::<ServerVars>().cloned().unwrap();
+                tx.send((trace, header, vars)).unwrap();
+                async { Ok::<_, Infallible>(Response::new(())) }
+            }));
         let response = service.oneshot(request).await.unwrap();
         let (trace, header, vars) = rx.recv().unwrap();
         (trace, header, vars, response)

@@ -13,7 +13,7 @@
 //! - **`*`** as the target: `OPTIONS *` answers `200` with `Allow` and no body; any other method
 //!   gets `400`. So does an authority-form target (`CONNECT a.example:443`): this is no proxy.
 //!
-//! Refusals are short plain-text bodies marked [`ServerGenerated`](crate::ServerGenerated).
+//! Refusals are short plain-text bodies marked [`ServerGenerated`](crate::http::ServerGenerated).
 //!
 //! ```
 //! use tokio_php::layer::ValidateRequestLayer;
@@ -258,7 +258,7 @@ fn options_response() -> Response<Full<Bytes>> {
 }
 
 fn refusal(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
-    let mut response = crate::plain_status_response(status).map(|text| {
+    let mut response = crate::http::plain_response(status).map(|text| {
         Full::new(Bytes::from(format!(
             "{}{reason}\n",
             String::from_utf8_lossy(&text)

@@ -1,22 +1,23 @@
 //! PHP inside the process: the runtime, the worker pool and [`PhpService`].
 //!
-//! This is the only module with `unsafe` code: it calls the C SAPI shim in `ext/`, which owns
-//! everything that touches PHP's globals or can longjmp.
+//! This is the only module with `unsafe` code, and within it only `ffi` (the bindings),
+//! `runtime` (PHP's start and the SAPI's callbacks) and `thread` (a worker's PHP context) may
+//! have it: they call the C SAPI shim in `ext/`, which owns everything that touches PHP's
+//! globals or can longjmp.
 
-pub(crate) mod body;
+#[allow(unsafe_code)]
 mod ffi;
 mod pool;
 pub(crate) mod request;
 mod response;
+#[allow(unsafe_code)]
 mod runtime;
-pub(crate) mod script;
 mod service;
 mod spool;
+#[allow(unsafe_code)]
+mod thread;
 
-pub use body::BodyLimits;
-pub use pool::{PhpPool, PoolConfig, PoolMonitor, PoolStats};
-pub use request::{PhpIni, ServerVars};
-pub use response::{FlushedEarly, IncompleteResponse, PhpBody, PhpTimings};
+pub use pool::{PhpPool, PoolConfig, PoolMonitor};
+pub use response::{IncompleteResponse, PhpBody};
 pub use runtime::{has_thread_timers, version, PhpRuntime, PhpRuntimeConfig, PhpStartError};
-pub use script::{DocumentRoot, Resolution, Script};
 pub use service::{PhpService, PhpServiceConfig, ResponseFuture};

@@ -2,7 +2,6 @@
 //! bounded queue in which only requests whose client still waits count.
 
 use std::collections::VecDeque;
-use std::ffi::c_void;
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -12,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::ffi;
 use super::request::PhpRequest;
 use super::response::{Exchange, OutputSettings, ResponseStart, ScriptCounters};
 use super::spool::{DiskBudget, SpoolLimits};
-use crate::layer::Deadline;
+use super::thread::{execute, Executed, ThreadHandle};
+use crate::http::{Deadline, RequestBody};
+use crate::telemetry::PoolStats;
 
 /// PHP threads need far more stack than Rust's 2 MiB default (deep recursion, the compiler).
 const WORKER_STACK_SIZE: usize = 16 * 1024 * 1024;
@@ -246,35 +246,6 @@ impl PoolMonitor {
     }
 }
 
-/// A snapshot of the pool's load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolStats {
-    /// Worker threads configured.
-    pub workers: usize,
-    /// Requests that may wait for a worker.
-    pub queue_capacity: usize,
-    /// PHP fatal errors (including uncaught exceptions, memory_limit and stack overflows) since
-    /// start.
-    pub fatal_errors: u64,
-    /// Scripts stopped by a timeout that was not answered `504` (which the timeout layer
-    /// counts): `REQUEST_TIMEOUT` passing after the response head was sent, and PHP's
-    /// `max_execution_time`, since start.
-    pub timeouts: u64,
-    /// Bytes of output waiting for slow clients in temporary files now.
-    pub spooled_bytes: u64,
-    /// Temporary files holding such output now.
-    pub spool_files: usize,
-    /// Worker threads retired after an unrecoverable error and replaced by fresh ones, since
-    /// start.
-    pub replaced_workers: u64,
-    /// Workers running a script right now.
-    pub busy_workers: usize,
-    /// Worker threads alive.
-    pub live_workers: usize,
-    /// Requests waiting for a worker.
-    pub queued: usize,
-}
-
 /// The pool of PHP worker threads. Dropping it (or [`PhpPool::shutdown`]) stops the workers once
 /// the queued requests are done.
 pub struct PhpPool {
@@ -408,44 +379,13 @@ enum ThreadState {
     Unusable,
 }
 
-/// A worker thread as other threads see it: what a timed-out request's deadline uses to stop the
-/// script. Shared, because a deadline may fire (harmlessly) after the thread has exited.
-struct ThreadHandle(std::ptr::NonNull<ffi::tp_thread>);
-
-// SAFETY: the C struct behind the pointer is only touched under its own mutex (tp_interrupt,
-// tp_thread_stop) and freed once, when the last handle drops.
-unsafe impl Send for ThreadHandle {}
-// SAFETY: as above; every access is serialised by the C mutex.
-unsafe impl Sync for ThreadHandle {}
-
-impl ThreadHandle {
-    /// Stops request `request_seq` if it is still running on this thread.
-    fn interrupt(&self, request_seq: u64) -> bool {
-        // SAFETY: the pointer is valid until Drop; tp_interrupt checks the thread and request.
-        unsafe { ffi::tp_interrupt(self.0.as_ptr(), request_seq) }
-    }
-}
-
-impl Drop for ThreadHandle {
-    fn drop(&mut self) {
-        // SAFETY: the last reference; the thread called tp_thread_stop before dropping its own.
-        unsafe { ffi::tp_thread_free(self.0.as_ptr()) };
-    }
-}
-
 fn worker_main(id: usize, shared: Arc<Shared>) {
-    let c_id = i32::try_from(id).unwrap_or(i32::MAX);
-    let pool = ffi::tp_pool_info {
-        workers: i64::try_from(shared.workers).unwrap_or(i64::MAX),
-        queue_capacity: i64::try_from(shared.queue.capacity).unwrap_or(i64::MAX),
-    };
-    // SAFETY: first PHP call on this new thread; PHP was started before any pool.
-    let Some(handle) = std::ptr::NonNull::new(unsafe { ffi::tp_thread_start(c_id, pool) }) else {
+    let Some(handle) = ThreadHandle::start(id, shared.workers, shared.queue.capacity) else {
         tracing::error!(worker = id, "out of memory starting a PHP worker");
         worker_exited(&shared);
         return;
     };
-    let handle = Arc::new(ThreadHandle(handle));
+    let handle = Arc::new(handle);
     let mut state = ThreadState::Healthy;
     let mut request_seq = 0u64;
     while let Some(job) = shared.queue.pop() {
@@ -460,8 +400,7 @@ fn worker_main(id: usize, shared: Arc<Shared>) {
             break;
         }
     }
-    // SAFETY: last PHP call on this thread; no request is running.
-    unsafe { ffi::tp_thread_stop(handle.0.as_ptr()) };
+    handle.stop();
     drop(handle);
 
     let stopping = shared.queue.is_closed();
@@ -502,20 +441,16 @@ fn run_job(job: Job, shared: &Shared, thread: &Arc<ThreadHandle>, request_seq: u
             }
         });
     }
-    let body = std::mem::replace(&mut request.body, super::body::RequestBody::empty());
+    let body = std::mem::replace(&mut request.body, RequestBody::empty());
     let mut exchange = Exchange::new(body, reply, shared.output.clone())
         .with_runtime(runtime)
         .with_counters(shared.counters.clone())
         .with_deadline(deadline.clone())
         .with_timings(parse_time, queue_time);
-    let mut entries = Vec::new();
-    let ctx: *mut Exchange = &mut exchange;
-    let c_request = request.as_ffi(&mut entries, request_seq, ctx.cast::<c_void>());
-    // SAFETY: `c_request` points into `request` and `entries`, which outlive the call; `ctx`
-    // points at `exchange`, which Rust does not touch until the call returns.
-    let outcome = unsafe { ffi::tp_execute(&c_request) };
-    // SAFETY: reads a flag tp_execute left on this thread.
-    let overflowed = unsafe { ffi::tp_stack_overflowed() };
+    let Executed {
+        thread_usable,
+        overflowed,
+    } = execute(&mut request, &mut exchange, request_seq);
     if let Some(deadline) = &deadline {
         deadline.clear_on_expire();
     }
@@ -528,8 +463,9 @@ fn run_job(job: Job, shared: &Shared, thread: &Arc<ThreadHandle>, request_seq: u
     // An overflow alone does not retire the thread, any more than another fatal error does: on
     // PHP 8.2 with the JIT, a thread that exits leaves the JIT code it compiled pointing at its
     // freed copies of PHP's internal functions (docs/php.md, "Stack overflow in PHP").
-    match outcome {
-        ffi::tp_outcome::TP_OUTCOME_OK => ThreadState::Healthy,
-        ffi::tp_outcome::TP_OUTCOME_THREAD_UNUSABLE => ThreadState::Unusable,
+    if thread_usable {
+        ThreadState::Healthy
+    } else {
+        ThreadState::Unusable
     }
 }

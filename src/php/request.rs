@@ -6,92 +6,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::request::Parts;
 use http::{header, HeaderMap, Version};
 
-use super::body::RequestBody;
 use super::ffi;
-use super::script::{filename_bytes, Script};
-use crate::layer::RequestId;
-use crate::{server_protocol, ConnInfo};
-
-/// Extra `$_SERVER` entries, set by layers through request extensions (as nginx's
-/// `fastcgi_param` does for php-fpm). They are registered after the standard ones, so they win.
-///
-/// ```
-/// use tokio_php::php::ServerVars;
-///
-/// let mut request = http::Request::new(());
-/// request
-///     .extensions_mut()
-///     .get_or_insert_default::<ServerVars>()
-///     .insert("APP_TENANT", "acme");
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ServerVars {
-    vars: Vec<(String, String)>,
-}
-
-impl ServerVars {
-    /// Adds `$_SERVER[name] = value`.
-    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.vars.push((name.into(), value.into()));
-    }
-
-    /// The entries, in insertion order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-    }
-}
-
-/// php.ini directives for one request only, set through request extensions — what php-fpm's
-/// `PHP_VALUE` FastCGI parameter does. Values are php.ini syntax (constants such as `E_ALL` and
-/// expressions work; quote values containing `;`). They apply before PHP starts the request, so
-/// they also govern how it is read (`post_max_size`, `enable_post_data_reading`, …), and are
-/// restored when it ends. They act at the per-directory level, like `.user.ini` or
-/// `php_value`: system-only directives are refused, and scripts may still `ini_set()` them.
-///
-/// ```
-/// use tokio_php::php::PhpIni;
-///
-/// let mut request = http::Request::new(());
-/// request
-///     .extensions_mut()
-///     .get_or_insert_default::<PhpIni>()
-///     .insert("memory_limit", "256M");
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PhpIni {
-    entries: Vec<(String, String)>,
-}
-
-impl PhpIni {
-    /// Sets `name = value` for this request.
-    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.entries.push((name.into(), value.into()));
-    }
-
-    /// The directives, in insertion order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-    }
-
-    /// php.ini lines; entries whose name or value spans lines are left out.
-    fn to_ini_text(&self) -> String {
-        let mut text = String::new();
-        for (name, value) in self.iter() {
-            if name.contains(['\n', '\r', '=']) || value.contains(['\n', '\r']) {
-                tracing::warn!(
-                    name,
-                    "ignoring a per-request ini directive that spans lines"
-                );
-                continue;
-            }
-            text.push_str(name);
-            text.push('=');
-            text.push_str(value);
-            text.push('\n');
-        }
-        text
-    }
-}
+use crate::http::{
+    filename_bytes, protocol_name, ConnInfo, PhpIni, RequestBody, RequestId, Script, ServerVars,
+};
 
 /// Server-wide values that appear in every request's `$_SERVER`.
 #[derive(Debug, Clone)]
@@ -327,7 +245,7 @@ fn add_cgi_vars(
 
     vars.add("GATEWAY_INTERFACE", "CGI/1.1");
     vars.add("SERVER_SOFTWARE", &identity.software);
-    vars.add("SERVER_PROTOCOL", server_protocol(parts.version));
+    vars.add("SERVER_PROTOCOL", protocol_name(parts.version));
     vars.add("SERVER_NAME", &server_name);
     vars.add_display("SERVER_ADDR", conn.local_addr.ip());
     vars.add_display("SERVER_PORT", conn.local_addr.port());
@@ -353,7 +271,7 @@ fn add_cgi_vars(
     // Always present (empty without one), as nginx's usual `fastcgi_param PATH_INFO` gives it.
     vars.add("PATH_INFO", &script.path_info);
     vars.add("REDIRECT_STATUS", "200");
-    vars.add("TOKIO_SERVER_BUILD_VERSION", crate::BUILD);
+    vars.add("TOKIO_SERVER_BUILD_VERSION", crate::http::BUILD);
     if let Some(host) = host {
         if !parts.headers.contains_key(header::HOST) {
             // HTTP/2 carries the host in :authority, which never appears as a header.
@@ -566,7 +484,7 @@ mod tests {
     }
 
     #[test]
-    fn http_versions_map_to_server_protocol() {
+    fn http_versions_map_to_protocol_name() {
         let mut request = http::Request::get("/").body(()).unwrap();
         *request.version_mut() = Version::HTTP_2;
         let request = build(request);

@@ -19,10 +19,9 @@ use http::{Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::oneshot;
 
-use super::body::RequestBody;
 use super::ffi;
 use super::spool::{spool, SpoolLimits, SpoolReader, SpoolWriter};
-use crate::layer::Deadline;
+use crate::http::{Deadline, FlushedEarly, PhpTimings, RequestBody};
 
 /// The body of a response produced by [`PhpService`](crate::php::PhpService).
 #[derive(Debug)]
@@ -200,25 +199,6 @@ impl Body for PhpBody {
     }
 }
 
-/// Where a PHP request's time went, attached to its response's extensions (read by
-/// [`ProfileLayer`](crate::layer::ProfileLayer)). For a streamed response the values are those
-/// known when its headers left: `script` and `output` so far, and no `shutdown`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PhpTimings {
-    /// Resolving the script, reading the request body and preparing PHP's request.
-    pub parse: Duration,
-    /// Waiting in the queue for a worker.
-    pub queue: Duration,
-    /// `php_request_startup()`.
-    pub startup: Duration,
-    /// Running the script (output time included).
-    pub script: Duration,
-    /// Handing output to the client (inside `script` and `shutdown`).
-    pub output: Duration,
-    /// `php_request_shutdown()`: shutdown functions, destructors, cleanup.
-    pub shutdown: Option<Duration>,
-}
-
 /// The moments of one request on its worker.
 #[derive(Debug, Clone, Copy)]
 struct Clock {
@@ -256,11 +236,6 @@ impl Clock {
         timings
     }
 }
-
-/// Marks a streamed response whose output started with PHP's `flush()`: the script wants its
-/// bytes delivered promptly (progress output, Server-Sent Events), so nothing should buffer it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FlushedEarly;
 
 /// Status and headers as PHP sent them.
 #[derive(Debug)]
@@ -676,7 +651,7 @@ mod tests {
             chunk_size,
             spool: SpoolLimits {
                 memory: 1 << 20,
-                disk: Arc::new(super::super::spool::DiskBudget::new(0)),
+                disk: Arc::new(crate::php::spool::DiskBudget::new(0)),
                 write_timeout: Duration::from_secs(5),
             },
         }

@@ -69,7 +69,7 @@ impl PhpRuntime {
             return Err(PhpStartError::AlreadyStarted);
         }
         let server_version = CString::new(env!("CARGO_PKG_VERSION")).unwrap_or_default();
-        let server_build = CString::new(crate::BUILD).unwrap_or_default();
+        let server_build = CString::new(crate::http::BUILD).unwrap_or_default();
         let options = ffi::tp_startup_options {
             callbacks: HOST_CALLBACKS,
             ini_entries: ini.as_ptr(),
@@ -203,10 +203,10 @@ unsafe extern "C" fn host_send_headers(
     count: usize,
 ) {
     guarded("send_headers", (), || {
-        // SAFETY: the shim passes `count` header lines that live until it returns.
         let lines: &[ffi::tp_str] = if count == 0 {
             &[]
         } else {
+            // SAFETY: the shim passes `count` header lines that live until it returns.
             unsafe { std::slice::from_raw_parts(lines, count) }
         };
         // SAFETY: each line points at PHP's header buffer of `len` bytes.

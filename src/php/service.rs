@@ -13,13 +13,13 @@ use http_body::Body;
 use tokio::sync::oneshot;
 use tower::Service;
 
-use super::body::{self, BodyError, BodyLimits};
 use super::pool::{Job, PhpPool, Rejected, Submitter};
 use super::request::{PhpRequest, ServerIdentity};
 use super::response::PhpBody;
-use super::script::{DocumentRoot, Resolution, Script};
-use crate::layer::Deadline;
-use crate::{BoxError, ConnInfo};
+use crate::http::{
+    collect_body, plain_response, BodyError, BodyLimits, BoxError, ConnInfo, Deadline,
+    DocumentRoot, Resolution, Script, SERVER_SOFTWARE,
+};
 
 /// Settings of a [`PhpService`].
 #[derive(Debug, Clone)]
@@ -38,7 +38,7 @@ impl PhpServiceConfig {
         PhpServiceConfig {
             document_root,
             body_limits: BodyLimits::default(),
-            server_software: crate::SERVER_SOFTWARE.to_string(),
+            server_software: SERVER_SOFTWARE.to_string(),
         }
     }
 }
@@ -49,7 +49,7 @@ impl PhpServiceConfig {
 /// is taken. A full queue answers `503` with `Retry-After` at once.
 ///
 /// ```no_run
-/// use tokio_php::php::{DocumentRoot, PhpPool, PhpRuntime, PhpRuntimeConfig, PhpService, PhpServiceConfig, PoolConfig};
+/// use tokio_php::{http::DocumentRoot, php::{PhpPool, PhpRuntime, PhpRuntimeConfig, PhpService, PhpServiceConfig, PoolConfig}};
 ///
 /// let runtime = PhpRuntime::start(PhpRuntimeConfig::default())?;
 /// let pool = PhpPool::start(PoolConfig::default())?;
@@ -168,7 +168,7 @@ impl PhpService {
         if let Some(deadline) = &deadline {
             deadline.receiving_body(true);
         }
-        let body = body::collect(body, declared_len, settings.body_limits).await;
+        let body = collect_body(body, declared_len, settings.body_limits).await;
         if let Some(deadline) = &deadline {
             deadline.receiving_body(false);
         }
@@ -229,7 +229,7 @@ fn body_error_response(error: BodyError) -> Response<PhpBody> {
 
 /// A short plain-text error, e.g. `413 Payload Too Large`.
 pub(crate) fn error_response(status: StatusCode) -> Response<PhpBody> {
-    crate::plain_status_response(status).map(PhpBody::full)
+    plain_response(status).map(PhpBody::full)
 }
 
 fn overloaded_response() -> Response<PhpBody> {

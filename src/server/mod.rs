@@ -19,15 +19,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tower::Service;
 
-use crate::{BoxError, ConnInfo};
+use crate::http::{BoxError, ConnInfo};
 
 mod idle;
-mod internal;
 mod tls;
 
 use idle::{Activity, IdleIo};
 
-pub use internal::{serve_internal, InternalState};
 pub use tls::{Tls, TlsError};
 
 /// Live connection counts and the draining flag, shared with the internal server.

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::TlsInfo;
+use crate::http::TlsInfo;
 
 /// Why TLS could not be set up; the message names the file and the problem.
 #[derive(Debug)]

@@ -17,11 +17,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tokio_php::php::{
-    BodyLimits, DocumentRoot, PhpPool, PhpRuntime, PhpRuntimeConfig, PhpService, PhpServiceConfig,
-    PoolConfig, PoolStats,
-};
 use tokio_php::server::{self, ServeConfig};
+use tokio_php::{
+    http::{BodyLimits, DocumentRoot},
+    php::{PhpPool, PhpRuntime, PhpRuntimeConfig, PhpService, PhpServiceConfig, PoolConfig},
+    telemetry::PoolStats,
+};
 
 /// PHP starts once per process; every test shares it and starts its own pool.
 pub fn php_runtime() -> &'static PhpRuntime {

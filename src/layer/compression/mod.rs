@@ -32,7 +32,7 @@
 //! # drop(service);
 //! ```
 //!
-//! [`FlushedEarly`]: crate::php::FlushedEarly
+//! [`FlushedEarly`]: crate::http::FlushedEarly
 
 mod accept;
 mod encoder;
@@ -50,7 +50,7 @@ pub use accept::AcceptEncoding;
 use encoder::Encoder;
 pub use encoder::{Encoding, Level, MEDIUM_BODY, SMALL_BODY};
 
-use crate::php::FlushedEarly;
+use crate::http::{plain_response, FlushedEarly};
 
 /// Content types (without parameters) that are compressed.
 pub const COMPRESSIBLE_TYPES: &[&str] = &[
@@ -213,7 +213,7 @@ fn compress<B: Body>(
     let kind = match decision {
         Decision::Leave | Decision::Identity => Kind::Identity { inner: body },
         Decision::NotAcceptable => {
-            let rejection = crate::plain_status_response(StatusCode::NOT_ACCEPTABLE);
+            let rejection = plain_response(StatusCode::NOT_ACCEPTABLE);
             let (rejected, text) = rejection.into_parts();
             parts.status = rejected.status;
             parts.headers.remove(header::CONTENT_LENGTH);

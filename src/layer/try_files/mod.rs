@@ -33,7 +33,7 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use tokio_php::layer::TryFilesLayer;
-//! use tokio_php::php::DocumentRoot;
+//! use tokio_php::http::DocumentRoot;
 //!
 //! let root = DocumentRoot::new("www")?;
 //! let layer = TryFilesLayer::new(root)
@@ -64,8 +64,7 @@ use tower::{Layer, Service, ServiceExt};
 use tower_http::services::fs::ServeFileSystemResponseBody;
 use tower_http::services::ServeFile;
 
-use crate::php::DocumentRoot;
-use crate::BoxError;
+use crate::http::{plain_response, BoxError, DocumentRoot};
 use route::{Mode, Route};
 
 /// Routes requests to static files or PHP. See the [module docs](self).
@@ -161,7 +160,7 @@ where
         );
         let kind = match route {
             Route::Status(status) => Kind::Ready {
-                response: Some(crate::plain_status_response(status)),
+                response: Some(plain_response(status)),
             },
             Route::Redirect(location) => Kind::Ready {
                 response: Some(redirect(&location)),
@@ -215,13 +214,13 @@ fn without_multiple_ranges<B>(mut request: Request<B>) -> Request<B> {
 
 /// `301` to the directory's slashed URL.
 fn redirect(location: &str) -> Response<Bytes> {
-    let mut response = crate::plain_status_response(StatusCode::MOVED_PERMANENTLY);
+    let mut response = plain_response(StatusCode::MOVED_PERMANENTLY);
     match HeaderValue::try_from(location) {
         Ok(value) => {
             response.headers_mut().insert(header::LOCATION, value);
             response
         }
-        Err(_) => crate::plain_status_response(StatusCode::BAD_REQUEST),
+        Err(_) => plain_response(StatusCode::BAD_REQUEST),
     }
 }
 

@@ -8,8 +8,9 @@ use http::StatusCode;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use super::rule::{Candidate, Fallback, TryFilesRule, Vars};
-use crate::php::script::{decode_segments, join_url_path, split_segments, INDEX_SCRIPT};
-use crate::php::{DocumentRoot, Resolution, Script};
+use crate::http::{
+    decode_segments, join_url_path, split_segments, DocumentRoot, Resolution, Script, INDEX_SCRIPT,
+};
 
 /// Files a directory is served by, in order (nginx's `index index.php index.html`):
 /// [`INDEX_SCRIPT`], then this page.

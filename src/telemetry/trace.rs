@@ -5,12 +5,12 @@
 //! reads the other standard `OTEL_EXPORTER_OTLP_*` and `OTEL_BSP_*` variables itself. The service
 //! name is `OTEL_SERVICE_NAME` (or `--otel-service-name`), `tokio_php` by default.
 //!
-//! Spans keep the ids [`TraceContextLayer`] chose (and sent in `traceparent`, and logged): the
+//! Spans keep the ids [`PropagateTraceContextLayer`] chose (and sent in `traceparent`, and logged): the
 //! tracer provider's id generator hands out ids preset for the span being built on this thread,
 //! and random ones otherwise. Export never blocks a request: ended spans go into a bounded queue
 //! (dropped when full) that a background task sends, with a timeout per export.
 //!
-//! [`TraceContextLayer`]: crate::layer::TraceContextLayer
+//! [`PropagateTraceContextLayer`]: crate::layer::PropagateTraceContextLayer
 
 use std::cell::Cell;
 use std::time::Duration;

@@ -15,8 +15,8 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tower::service_fn;
 
-use super::{ConnectionStats, ServeConfig};
 use crate::php::PoolMonitor;
+use crate::server::{serve, ConnectionStats, ServeConfig};
 use crate::telemetry::Metrics;
 
 /// What the internal server reports on.
@@ -68,8 +68,10 @@ impl InternalState {
             }
             "/metrics" => {
                 let pool = self.pool.as_ref().map(PoolMonitor::stats);
-                let mut response =
-                    text(StatusCode::OK, self.metrics.render(&self.connections, pool));
+                let mut response = text(
+                    StatusCode::OK,
+                    self.metrics.render(self.connections.active(), pool),
+                );
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -117,5 +119,5 @@ pub async fn serve_internal(
         name: "internal",
         ..ServeConfig::default()
     };
-    super::serve(listener, service, config, shutdown).await
+    serve(listener, service, config, shutdown).await
 }

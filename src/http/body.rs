@@ -11,7 +11,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 
-use crate::BoxError;
+use super::BoxError;
 
 /// Bounds on request bodies.
 #[derive(Debug, Clone, Copy)]
@@ -99,7 +99,7 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> usize {
 
 /// Collects `body` within `limits`. `declared_len` (Content-Length) lets an oversized body be
 /// refused before any of it is read.
-pub(crate) async fn collect<B>(
+pub(crate) async fn collect_body<B>(
     body: B,
     declared_len: Option<u64>,
     limits: BodyLimits,
@@ -213,7 +213,7 @@ mod tests {
     #[tokio::test]
     async fn small_bodies_stay_in_memory() {
         let body = Full::new(Bytes::from_static(b"hello"));
-        let body = collect(body, Some(5), limits(100, 10)).await.unwrap();
+        let body = collect_body(body, Some(5), limits(100, 10)).await.unwrap();
         assert!(matches!(body, RequestBody::Memory { .. }));
         assert_eq!(read_all(body), b"hello");
     }
@@ -221,7 +221,7 @@ mod tests {
     #[tokio::test]
     async fn large_bodies_spill_to_a_file_and_read_back_whole() {
         let body = Chunked(VecDeque::from([&b"0123456"[..], b"789abcdef", b"ghij"]));
-        let body = collect(body, None, limits(100, 10)).await.unwrap();
+        let body = collect_body(body, None, limits(100, 10)).await.unwrap();
         assert!(matches!(body, RequestBody::File { len: 20, .. }));
         assert_eq!(read_all(body), b"0123456789abcdefghij");
     }
@@ -229,14 +229,16 @@ mod tests {
     #[tokio::test]
     async fn declared_oversize_is_refused_before_reading() {
         let body = Full::new(Bytes::from_static(b"x"));
-        let err = collect(body, Some(5), limits(4, 10)).await.unwrap_err();
+        let err = collect_body(body, Some(5), limits(4, 10))
+            .await
+            .unwrap_err();
         assert!(matches!(err, BodyError::TooLarge));
     }
 
     #[tokio::test]
     async fn streamed_oversize_is_refused() {
         let body = Chunked(VecDeque::from([&b"12345"[..], b"6789"]));
-        let err = collect(body, None, limits(8, 4)).await.unwrap_err();
+        let err = collect_body(body, None, limits(8, 4)).await.unwrap_err();
         assert!(matches!(err, BodyError::TooLarge));
     }
 }

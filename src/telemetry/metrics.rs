@@ -18,9 +18,6 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use crate::php::PoolStats;
-use crate::server::ConnectionStats;
-
 const DURATION: &str = "tokio_php_request_duration_seconds";
 /// Latency buckets, in seconds: from a cached PHP page to a slow report.
 const DURATION_BUCKETS: &[f64] = &[
@@ -294,8 +291,9 @@ impl Metrics {
             .register_gauge(&Key::from_static_name(name), &METADATA)
     }
 
-    /// Samples the gauges and renders everything in the Prometheus text format.
-    pub fn render(&self, connections: &ConnectionStats, pool: Option<PoolStats>) -> String {
+    /// Samples the gauges and renders everything in the Prometheus text format, given the
+    /// client connections open now and the PHP pool's load (none for a server without PHP).
+    pub fn render(&self, active_connections: usize, pool: Option<PoolStats>) -> String {
         let inner = &self.inner;
         let requests = inner.requests.load(Ordering::Relaxed);
         let now = Instant::now();
@@ -321,7 +319,7 @@ impl Metrics {
         self.gauge("tokio_php_response_time_avg_seconds")
             .set(average);
         self.gauge("tokio_php_active_connections")
-            .set(connections.active() as f64);
+            .set(active_connections as f64);
         self.gauge("tokio_php_dropped_requests")
             .set(inner.dropped.load(Ordering::Relaxed) as f64);
         let scripts_timed_out = pool.map_or(0, |pool| pool.timeouts);
@@ -380,6 +378,35 @@ impl Metrics {
             }
         }
     }
+}
+
+/// A snapshot of the PHP pool's load, as [`PhpPool`](crate::php::PhpPool) reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Worker threads configured.
+    pub workers: usize,
+    /// Requests that may wait for a worker.
+    pub queue_capacity: usize,
+    /// PHP fatal errors (including uncaught exceptions, memory_limit and stack overflows) since
+    /// start.
+    pub fatal_errors: u64,
+    /// Scripts stopped by a timeout that was not answered `504` (which the timeout layer
+    /// counts): `REQUEST_TIMEOUT` passing after the response head was sent, and PHP's
+    /// `max_execution_time`, since start.
+    pub timeouts: u64,
+    /// Bytes of output waiting for slow clients in temporary files now.
+    pub spooled_bytes: u64,
+    /// Temporary files holding such output now.
+    pub spool_files: usize,
+    /// Worker threads retired after an unrecoverable error and replaced by fresh ones, since
+    /// start.
+    pub replaced_workers: u64,
+    /// Workers running a script right now.
+    pub busy_workers: usize,
+    /// Worker threads alive.
+    pub live_workers: usize,
+    /// Requests waiting for a worker.
+    pub queued: usize,
 }
 
 /// The method's place in [`METHOD_LABELS`]; anything unusual is `OTHER`, so clients cannot grow
@@ -446,7 +473,7 @@ mod tests {
             Duration::ZERO,
             true,
         );
-        let text = metrics.render(&ConnectionStats::default(), None);
+        let text = metrics.render(0, None);
         assert!(
             text.contains("tokio_php_requests_total{method=\"GET\"} 1"),
             "{text}"
@@ -485,13 +512,13 @@ mod tests {
             live_workers: 1,
             queued: 0,
         };
-        let text = metrics.render(&ConnectionStats::default(), Some(pool));
+        let text = metrics.render(0, Some(pool));
         assert!(
             text.contains("tokio_php_timed_out_requests_total 3"),
             "{text}"
         );
         answered_504(&metrics);
-        let text = metrics.render(&ConnectionStats::default(), Some(pool));
+        let text = metrics.render(0, Some(pool));
         assert!(text.contains("tokio_php_timed_out_requests_total 4"));
     }
 }
