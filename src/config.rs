@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::http::BodyLimits;
 use crate::layer::try_files::{RuleError, TryFilesRule};
 use crate::php::PoolConfig;
-use crate::server::{ServeConfig, Tls};
+use crate::server::{ServeConfig, Tls, TlsError};
 
 /// The server's configuration. Each field reads the environment variable in its `env` name.
 #[derive(Debug, Clone, Parser, Serialize)]
@@ -248,59 +248,56 @@ impl Config {
             eprintln!("error: invalid {variable}={value:?}: {reason}");
             std::process::exit(2);
         });
-        if let Err(message) = config.validate() {
-            eprintln!("error: {message}");
+        if let Err(error) = config.validate() {
+            eprintln!("error: {error}");
             std::process::exit(2);
         }
         config
     }
 
     /// Checks what the parsers alone cannot.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if !self.use_stub && !self.document_root.is_dir() {
-            return Err(format!(
-                "DOCUMENT_ROOT={} is not a directory",
-                self.document_root.display()
-            ));
+            return Err(ConfigError::NotADirectory {
+                variable: "DOCUMENT_ROOT",
+                path: self.document_root.clone(),
+            });
         }
         if self.body_spill_threshold > self.max_body_size {
-            return Err(format!(
-                "BODY_SPILL_THRESHOLD ({}) is larger than MAX_BODY_SIZE ({})",
-                self.body_spill_threshold, self.max_body_size
-            ));
+            return Err(ConfigError::SpillAboveMaxBody {
+                spill_threshold: self.body_spill_threshold,
+                max_body_size: self.max_body_size,
+            });
         }
         if !self.error_pages_dir.is_empty() && !Path::new(&self.error_pages_dir).is_dir() {
-            return Err(format!(
-                "ERROR_PAGES_DIR={} is not a directory",
-                self.error_pages_dir
-            ));
+            return Err(ConfigError::NotADirectory {
+                variable: "ERROR_PAGES_DIR",
+                path: self.error_pages_dir.clone().into(),
+            });
         }
         if !self.php_ini.is_empty() && !Path::new(&self.php_ini).is_file() {
-            return Err(format!("PHP_INI={} is not a file", self.php_ini));
+            return Err(ConfigError::NotAFile {
+                variable: "PHP_INI",
+                path: self.php_ini.clone().into(),
+            });
         }
         if let (Some(rule), false) = (&self.try_files, self.index_file.is_empty()) {
-            return Err(format!(
-                "INDEX_FILE={} and TRY_FILES={rule} are both set; set one: INDEX_FILE runs a strict \
-                 front controller and makes every other script unreachable, TRY_FILES routes as \
-                 nginx's try_files (e.g. TRY_FILES='$uri $uri/ /{}?$args' also runs existing scripts)",
-                self.index_file,
-                self.index_file.trim_start_matches('/'),
-            ));
+            return Err(ConfigError::IndexFileAndTryFiles {
+                index_file: self.index_file.clone(),
+                try_files: rule.to_string(),
+            });
         }
         if self.tls_cert.is_empty() != self.tls_key.is_empty() {
-            return Err("TLS_CERT and TLS_KEY must be set together".into());
+            return Err(ConfigError::TlsHalfSet);
         }
-        if self.keepalive_timeout.is_zero() {
-            return Err("KEEPALIVE_TIMEOUT must be greater than 0".into());
-        }
-        if self.header_read_timeout.is_zero() {
-            return Err("HEADER_READ_TIMEOUT must be greater than 0".into());
-        }
-        if self.write_timeout.is_zero() {
-            return Err("WRITE_TIMEOUT must be greater than 0".into());
-        }
-        if self.output_buffer_size == 0 {
-            return Err("OUTPUT_BUFFER_SIZE must be greater than 0".into());
+        let zero = [
+            ("KEEPALIVE_TIMEOUT", self.keepalive_timeout.is_zero()),
+            ("HEADER_READ_TIMEOUT", self.header_read_timeout.is_zero()),
+            ("WRITE_TIMEOUT", self.write_timeout.is_zero()),
+            ("OUTPUT_BUFFER_SIZE", self.output_buffer_size == 0),
+        ];
+        if let Some((variable, _)) = zero.into_iter().find(|(_, is_zero)| *is_zero) {
+            return Err(ConfigError::Zero { variable });
         }
         Ok(())
     }
@@ -326,18 +323,15 @@ impl Config {
     }
 
     /// Connection settings, with TLS loaded (errors name the file and the problem).
-    pub fn serve(&self) -> Result<ServeConfig, String> {
+    pub fn serve(&self) -> Result<ServeConfig, TlsError> {
         let tls = if self.tls_cert.is_empty() {
             None
         } else {
-            Some(
-                Tls::from_pem_files(
-                    Path::new(&self.tls_cert),
-                    Path::new(&self.tls_key),
-                    self.tls_handshake_timeout,
-                )
-                .map_err(|e| e.to_string())?,
-            )
+            Some(Tls::from_pem_files(
+                Path::new(&self.tls_cert),
+                Path::new(&self.tls_key),
+                self.tls_handshake_timeout,
+            )?)
         };
         Ok(ServeConfig {
             tls,
@@ -391,12 +385,13 @@ pub fn php_ini_overrides_from(
 }
 
 /// A socket address, or empty for none.
-pub fn parse_optional_addr(value: &str) -> Result<Option<SocketAddr>, String> {
+pub fn parse_optional_addr(value: &str) -> Result<Option<SocketAddr>, InvalidValue> {
     match value.trim() {
         "" | "off" => Ok(None),
-        other => other.parse().map(Some).map_err(|e| {
-            format!("expected an address such as 127.0.0.1:9090, got {value:?} ({e})")
-        }),
+        other => other
+            .parse()
+            .map(Some)
+            .map_err(|e| InvalidValue::new("an address such as 127.0.0.1:9090", value).because(e)),
     }
 }
 
@@ -418,19 +413,20 @@ fn optional_duration_text<S: serde::Serializer>(
 }
 
 /// `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off` (any case).
-pub fn parse_flag(value: &str) -> Result<bool, String> {
+pub fn parse_flag(value: &str) -> Result<bool, InvalidValue> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" | "" => Ok(false),
-        _ => Err(format!(
-            "expected 1/0, true/false, yes/no or on/off, got {value:?}"
+        _ => Err(InvalidValue::new(
+            "1/0, true/false, yes/no or on/off",
+            value,
         )),
     }
 }
 
 /// A byte size: a number with an optional `K`, `M` or `G` suffix (powers of 1024; `B`/`iB`
 /// suffixes allowed, e.g. `512K`, `64MiB`, `1G`).
-pub fn parse_size(value: &str) -> Result<u64, String> {
+pub fn parse_size(value: &str) -> Result<u64, InvalidValue> {
     let text = value.trim();
     let upper = text.to_ascii_uppercase();
     let upper = upper.trim_end_matches("IB").trim_end_matches('B');
@@ -445,22 +441,19 @@ pub fn parse_size(value: &str) -> Result<u64, String> {
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(multiplier))
-        .ok_or_else(|| format!("expected a size such as 512K, 64M or 1G, got {value:?}"))
+        .ok_or_else(|| InvalidValue::new("a size such as 512K, 64M or 1G", value))
 }
 
 /// A `TRY_FILES` rule (nginx's `try_files` syntax), or none when empty.
-pub fn parse_try_files(value: &str) -> Result<Option<TryFilesRule>, String> {
+pub fn parse_try_files(value: &str) -> Result<Option<TryFilesRule>, RuleError> {
     if value.trim().is_empty() {
         return Ok(None);
     }
-    value
-        .parse()
-        .map(Some)
-        .map_err(|e: RuleError| e.to_string())
+    value.parse().map(Some)
 }
 
 /// A duration, or `off` (also `0`) for none.
-pub fn parse_optional_duration(value: &str) -> Result<Option<Duration>, String> {
+pub fn parse_optional_duration(value: &str) -> Result<Option<Duration>, InvalidValue> {
     match value.trim() {
         "off" | "0" | "" => Ok(None),
         other => parse_duration(other).map(Some),
@@ -469,12 +462,12 @@ pub fn parse_optional_duration(value: &str) -> Result<Option<Duration>, String> 
 
 /// A cache lifetime: a number with `s`, `h`, `d`, `w`, `m` (30-day month) or `y` (365 days), or
 /// `off`.
-pub fn parse_cache_ttl(value: &str) -> Result<Option<Duration>, String> {
+pub fn parse_cache_ttl(value: &str) -> Result<Option<Duration>, InvalidValue> {
     let text = value.trim();
     if text == "off" || text == "0" {
         return Ok(None);
     }
-    let error = || format!("expected a lifetime such as 1d, 1w, 1m, 1y or off, got {value:?}");
+    let error = || InvalidValue::new("a lifetime such as 1d, 1w, 1m, 1y or off", value);
     let unit_at = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(error)?;
     let (number, unit) = text.split_at(unit_at);
     let number: u64 = number.parse().map_err(|_| error())?;
@@ -493,9 +486,91 @@ pub fn parse_cache_ttl(value: &str) -> Result<Option<Duration>, String> {
 }
 
 /// A duration such as `30s`, `2m`, `1h` or `500ms`.
-pub fn parse_duration(value: &str) -> Result<Duration, String> {
+pub fn parse_duration(value: &str) -> Result<Duration, InvalidValue> {
     humantime::parse_duration(value.trim())
-        .map_err(|e| format!("expected a duration such as 30s or 2m, got {value:?} ({e})"))
+        .map_err(|e| InvalidValue::new("a duration such as 30s or 2m", value).because(e))
+}
+
+/// A value none of the parsers above accepts: what was expected, what was given and, when the
+/// underlying parser said more, its reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected {expected}, got {value:?}{}", reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default())]
+pub struct InvalidValue {
+    /// What the setting takes, e.g. `a size such as 512K, 64M or 1G`.
+    pub expected: &'static str,
+    /// The value as given.
+    pub value: String,
+    /// The underlying parser's reason, if any.
+    pub reason: Option<String>,
+}
+
+impl InvalidValue {
+    fn new(expected: &'static str, value: &str) -> InvalidValue {
+        InvalidValue {
+            expected,
+            value: value.to_string(),
+            reason: None,
+        }
+    }
+
+    fn because(mut self, reason: impl std::fmt::Display) -> InvalidValue {
+        self.reason = Some(reason.to_string());
+        self
+    }
+}
+
+/// A configuration the parsers accept value by value but that cannot run, naming the
+/// variables at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A directory setting that names no directory.
+    #[error("{variable}={} is not a directory", path.display())]
+    NotADirectory {
+        /// The variable, e.g. `DOCUMENT_ROOT`.
+        variable: &'static str,
+        /// Its value.
+        path: PathBuf,
+    },
+    /// A file setting that names no file.
+    #[error("{variable}={} is not a file", path.display())]
+    NotAFile {
+        /// The variable, e.g. `PHP_INI`.
+        variable: &'static str,
+        /// Its value.
+        path: PathBuf,
+    },
+    /// Bodies would spill to disk only past the size at which they are refused.
+    #[error(
+        "BODY_SPILL_THRESHOLD ({spill_threshold}) is larger than MAX_BODY_SIZE ({max_body_size})"
+    )]
+    SpillAboveMaxBody {
+        /// `BODY_SPILL_THRESHOLD` in bytes.
+        spill_threshold: u64,
+        /// `MAX_BODY_SIZE` in bytes.
+        max_body_size: u64,
+    },
+    /// Two routing modes at once.
+    #[error(
+        "INDEX_FILE={index_file} and TRY_FILES={try_files} are both set; set one: INDEX_FILE runs a strict \
+         front controller and makes every other script unreachable, TRY_FILES routes as \
+         nginx's try_files (e.g. TRY_FILES='$uri $uri/ /{}?$args' also runs existing scripts)",
+        index_file.trim_start_matches('/')
+    )]
+    IndexFileAndTryFiles {
+        /// `INDEX_FILE`.
+        index_file: String,
+        /// `TRY_FILES`.
+        try_files: String,
+    },
+    /// One of `TLS_CERT` and `TLS_KEY` without the other.
+    #[error("TLS_CERT and TLS_KEY must be set together")]
+    TlsHalfSet,
+    /// A setting that must be positive set to zero.
+    #[error("{variable} must be greater than 0")]
+    Zero {
+        /// The variable.
+        variable: &'static str,
+    },
 }
 
 #[cfg(test)]
@@ -572,6 +647,45 @@ mod tests {
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()));
         assert_eq!(overrides, expected);
+    }
+
+    #[test]
+    fn validation_errors_carry_the_variable_and_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["tokio_php", "--document-root", root];
+            args.extend_from_slice(extra);
+            Config::try_parse_from(args).unwrap()
+        };
+        assert!(parse(&[]).validate().is_ok());
+        let error = parse(&["--write-timeout", "0s"]).validate().unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ConfigError::Zero {
+                    variable: "WRITE_TIMEOUT"
+                }
+            ),
+            "{error:?}"
+        );
+        let error = parse(&["--php-ini", "/nonexistent/php.ini"])
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(&error, ConfigError::NotAFile { variable: "PHP_INI", path } if path == Path::new("/nonexistent/php.ini")),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "PHP_INI=/nonexistent/php.ini is not a file"
+        );
+        let error = parse_size("lots").unwrap_err();
+        assert_eq!(error.value, "lots");
+        assert_eq!(
+            error.to_string(),
+            "expected a size such as 512K, 64M or 1G, got \"lots\""
+        );
     }
 
     #[test]

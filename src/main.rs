@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 use hyper::body::Incoming;
 use tokio_php::admin::{self, InternalState};
 use tokio_php::php::{
-    PhpPool, PhpRuntime, PhpRuntimeConfig, PhpService, PhpServiceConfig, PoolMonitor,
+    PhpPool, PhpRuntime, PhpRuntimeConfig, PhpService, PhpServiceConfig, PhpStartError, PoolMonitor,
 };
+use tokio_php::server::TlsError;
 use tokio_php::server::{self, ServeConfig};
+use tokio_php::stack::StackError;
 use tokio_php::stack::{self, StackConfig, StackService};
-use tokio_php::telemetry::OtelExport;
+use tokio_php::telemetry::{OtelError, OtelExport};
 use tokio_php::{Config, StubService};
 
 // The server's own allocations (requests, responses, buffers): under load glibc's malloc
@@ -29,9 +31,9 @@ fn main() -> ExitCode {
     init_logging(&config);
     match run(&config) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            tracing::error!("{message}");
-            eprintln!("error: {message}");
+        Err(error) => {
+            tracing::error!("{error}");
+            eprintln!("error: {error}");
             ExitCode::FAILURE
         }
     }
@@ -47,7 +49,7 @@ fn init_logging(config: &Config) {
     }
 }
 
-fn run(config: &Config) -> Result<(), String> {
+fn run(config: &Config) -> Result<(), StartError> {
     // Everything that can be checked is checked before PHP starts.
     let serve_config = config.serve()?;
     let stack_config = StackConfig::from_config(config)?;
@@ -72,7 +74,7 @@ fn run(config: &Config) -> Result<(), String> {
     let document_root = stack_config
         .document_root
         .clone()
-        .ok_or("DOCUMENT_ROOT is required")?;
+        .ok_or(StartError::NoDocumentRoot)?;
     let pool_config = config.pool();
 
     // PHP first, while this is the only thread: module startup (OPcache preload) may fork.
@@ -84,8 +86,8 @@ fn run(config: &Config) -> Result<(), String> {
             .map(Into::into),
         ignore_php_ini: false,
     })
-    .map_err(|e| format!("starting PHP: {e}"))?;
-    let pool = PhpPool::start(pool_config).map_err(|e| format!("starting PHP workers: {e}"))?;
+    .map_err(StartError::Php)?;
+    let pool = PhpPool::start(pool_config).map_err(StartError::Workers)?;
 
     let php = PhpService::new(
         &pool,
@@ -146,7 +148,7 @@ fn serve<S, B>(
     inner: S,
     internal: InternalState,
     drain_started: Arc<OnceLock<Instant>>,
-) -> Result<(), String>
+) -> Result<(), StartError>
 where
     S: tower::Service<
             http::Request<Incoming>,
@@ -162,7 +164,7 @@ where
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("starting the async runtime: {e}"))?;
+        .map_err(StartError::AsyncRuntime)?;
     // The OTLP exporter's batch task lives on this runtime.
     let otel = {
         let _entered = tokio.enter();
@@ -172,7 +174,7 @@ where
         )?
     };
     stack_config.otel = otel.as_ref().map(OtelExport::tracer);
-    let service = stack::build(&stack_config, inner).map_err(|e| e.to_string())?;
+    let service = stack::build(&stack_config, inner)?;
     let served = tokio.block_on(serve_until_signal(
         config,
         serve_config,
@@ -192,19 +194,27 @@ async fn serve_until_signal(
     service: StackService<Incoming>,
     internal: InternalState,
     drain_started: Arc<OnceLock<Instant>>,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     // Before anything listens: from the first "listening" line on, SIGTERM means drain.
     let shutdown = server::shutdown_signal();
     let listener = server::bind(config.listen_addr)
         .await
-        .map_err(|e| format!("LISTEN_ADDR={}: {e}", config.listen_addr))?;
+        .map_err(|source| StartError::Bind {
+            variable: "LISTEN_ADDR",
+            addr: config.listen_addr,
+            source,
+        })?;
     let (stop_internal, internal_stopped) = tokio::sync::oneshot::channel::<()>();
     let internal_task = match config.internal_addr {
         None => None,
         Some(addr) => {
             let listener = server::bind(addr)
                 .await
-                .map_err(|e| format!("INTERNAL_ADDR={addr}: {e}"))?;
+                .map_err(|source| StartError::Bind {
+                    variable: "INTERNAL_ADDR",
+                    addr,
+                    source,
+                })?;
             let stopped = async move {
                 let _ = internal_stopped.await;
             };
@@ -219,10 +229,37 @@ async fn serve_until_signal(
     };
     let served = server::serve(listener, service, serve_config, signal)
         .await
-        .map_err(|e| format!("serving: {e}"));
+        .map_err(StartError::Serve);
     let _ = stop_internal.send(());
     if let Some(task) = internal_task {
         let _ = task.await;
     }
     served
+}
+
+/// Why the server could not start or stopped serving; printed as `error: …` on exit.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    #[error("DOCUMENT_ROOT is required")]
+    NoDocumentRoot,
+    #[error("starting PHP: {0}")]
+    Php(PhpStartError),
+    #[error("starting PHP workers: {0}")]
+    Workers(std::io::Error),
+    #[error("starting the async runtime: {0}")]
+    AsyncRuntime(std::io::Error),
+    #[error(transparent)]
+    Otel(#[from] OtelError),
+    #[error("{variable}={addr}: {source}")]
+    Bind {
+        variable: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("serving: {0}")]
+    Serve(std::io::Error),
 }

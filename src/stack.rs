@@ -31,6 +31,7 @@
 
 use std::convert::Infallible;
 use std::io;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -88,24 +89,27 @@ pub struct StackConfig {
 impl StackConfig {
     /// Reads the stack settings from `config`, loading what must be checked at startup (the
     /// document root, error pages). Errors name the variable at fault.
-    pub fn from_config(config: &Config) -> Result<StackConfig, String> {
+    pub fn from_config(config: &Config) -> Result<StackConfig, StackError> {
         let document_root = match DocumentRoot::new(&config.document_root) {
             Ok(root) => Some(root),
             Err(_) if config.use_stub => None,
-            Err(e) => {
-                return Err(format!(
-                    "DOCUMENT_ROOT={}: {e}",
-                    config.document_root.display()
-                ))
+            Err(source) => {
+                return Err(StackError::DocumentRoot {
+                    path: config.document_root.clone(),
+                    source,
+                })
             }
         };
-        let error_pages = match config.error_pages_dir.as_str() {
-            "" => None,
-            dir => Some(
-                ErrorPagesLayer::from_dir(dir)
-                    .map_err(|e| format!("ERROR_PAGES_DIR={dir}: {e}"))?,
-            ),
-        };
+        let error_pages =
+            match config.error_pages_dir.as_str() {
+                "" => None,
+                dir => Some(ErrorPagesLayer::from_dir(dir).map_err(|source| {
+                    StackError::ErrorPages {
+                        dir: dir.into(),
+                        source,
+                    }
+                })?),
+            };
         let index_file = Some(config.index_file.clone()).filter(|f| !f.is_empty());
         let stack_config = StackConfig {
             document_root,
@@ -123,7 +127,7 @@ impl StackConfig {
         };
         // Checked now, before PHP starts, so a typo fails fast with a clear message.
         if let Some(root) = &stack_config.document_root {
-            try_files(&stack_config, root).map_err(|e| e.to_string())?;
+            try_files(&stack_config, root)?;
         }
         Ok(stack_config)
     }
@@ -135,7 +139,7 @@ impl StackConfig {
 pub fn build<S, ReqBody, ResBody>(
     config: &StackConfig,
     inner: S,
-) -> io::Result<StackService<ReqBody>>
+) -> Result<StackService<ReqBody>, StackError>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>, Error = Infallible>
         + Clone
@@ -190,21 +194,68 @@ where
     ))
 }
 
-fn try_files(config: &StackConfig, root: &DocumentRoot) -> io::Result<TryFilesLayer> {
+fn try_files(config: &StackConfig, root: &DocumentRoot) -> Result<TryFilesLayer, StackError> {
     let layer = TryFilesLayer::new(root.clone()).with_cache_ttl(config.static_cache_ttl);
     match (&config.index_file, &config.try_files) {
         (None, None) => Ok(layer),
-        (Some(index_file), None) => layer
-            .with_index_file(index_file)
-            .map_err(|e| io::Error::new(e.kind(), format!("INDEX_FILE={index_file}: {e}"))),
-        (None, Some(rule)) => layer
-            .with_rule(rule.clone())
-            .map_err(|e| io::Error::new(e.kind(), format!("TRY_FILES={rule}: {e}"))),
-        (Some(_), Some(_)) => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "INDEX_FILE and TRY_FILES are both set; set one",
-        )),
+        (Some(index_file), None) => {
+            layer
+                .with_index_file(index_file)
+                .map_err(|source| StackError::IndexFile {
+                    index_file: index_file.clone(),
+                    source,
+                })
+        }
+        (None, Some(rule)) => {
+            layer
+                .with_rule(rule.clone())
+                .map_err(|source| StackError::TryFiles {
+                    rule: rule.clone(),
+                    source,
+                })
+        }
+        (Some(_), Some(_)) => Err(StackError::IndexFileAndTryFiles),
     }
+}
+
+/// Why the stack could not be built, naming the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// `DOCUMENT_ROOT` cannot be opened.
+    #[error("DOCUMENT_ROOT={}: {source}", path.display())]
+    DocumentRoot {
+        /// The configured root.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// `ERROR_PAGES_DIR` cannot be read.
+    #[error("ERROR_PAGES_DIR={}: {source}", dir.display())]
+    ErrorPages {
+        /// The configured directory.
+        dir: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// `INDEX_FILE` is not a file inside the document root.
+    #[error("INDEX_FILE={index_file}: {source}")]
+    IndexFile {
+        /// The configured front controller.
+        index_file: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The `TRY_FILES` fallback cannot be served.
+    #[error("TRY_FILES={rule}: {source}")]
+    TryFiles {
+        /// The configured rule.
+        rule: TryFilesRule,
+        /// Why.
+        source: io::Error,
+    },
+    /// Both routing modes at once.
+    #[error("INDEX_FILE and TRY_FILES are both set; set one")]
+    IndexFileAndTryFiles,
 }
 
 /// Erases a service's type (and its body's) so optional layers can be stacked conditionally.

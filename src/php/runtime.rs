@@ -1,7 +1,6 @@
 //! The process-wide PHP runtime: TSRM, SAPI and module startup, once, before any worker thread.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
-use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, ThreadId};
@@ -25,27 +24,18 @@ pub struct PhpRuntimeConfig {
 }
 
 /// Why PHP could not start.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum PhpStartError {
     /// PHP can start only once per process.
+    #[error("PHP is already started in this process")]
     AlreadyStarted,
     /// An ini name or value contains a NUL byte or a newline.
+    #[error("invalid php.ini directive {0:?}")]
     InvalidIni(String),
     /// PHP's module startup failed (its log says why).
+    #[error("PHP module startup failed")]
     StartupFailed,
 }
-
-impl fmt::Display for PhpStartError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PhpStartError::AlreadyStarted => f.write_str("PHP is already started in this process"),
-            PhpStartError::InvalidIni(entry) => write!(f, "invalid php.ini directive {entry:?}"),
-            PhpStartError::StartupFailed => f.write_str("PHP module startup failed"),
-        }
-    }
-}
-
-impl std::error::Error for PhpStartError {}
 
 /// The started PHP runtime. Start it before the tokio runtime or any other thread (OPcache
 /// preload may fork); stop it with [`PhpRuntime::shutdown`] on the same thread, after every

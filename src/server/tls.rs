@@ -4,7 +4,7 @@
 //! nothing older or weaker is offered. ALPN offers `h2` then `http/1.1`.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,17 +17,53 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::http::TlsInfo;
 
-/// Why TLS could not be set up; the message names the file and the problem.
-#[derive(Debug)]
-pub struct TlsError(String);
-
-impl fmt::Display for TlsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// Why TLS could not be set up, with the file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The certificate file could not be read.
+    #[error("TLS_CERT={}: {source}", path.display())]
+    ReadCertificate {
+        /// `TLS_CERT`.
+        path: PathBuf,
+        /// What went wrong.
+        source: rustls_pki_types::pem::Error,
+    },
+    /// The certificate file holds something that is not PEM.
+    #[error("TLS_CERT={}: not valid PEM: {source}", path.display())]
+    InvalidPem {
+        /// `TLS_CERT`.
+        path: PathBuf,
+        /// What went wrong.
+        source: rustls_pki_types::pem::Error,
+    },
+    /// The certificate file holds no certificate.
+    #[error("TLS_CERT={}: no PEM certificate in the file", path.display())]
+    NoCertificate {
+        /// `TLS_CERT`.
+        path: PathBuf,
+    },
+    /// The key file holds no key rustls can use.
+    #[error("TLS_KEY={}: no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {source}", path.display())]
+    NoKey {
+        /// `TLS_KEY`.
+        path: PathBuf,
+        /// What went wrong.
+        source: rustls_pki_types::pem::Error,
+    },
+    /// rustls refused the protocol versions (a build without TLS 1.2/1.3).
+    #[error("TLS setup: {0}")]
+    Setup(rustls::Error),
+    /// The key is not the certificate's.
+    #[error("TLS_KEY={} does not fit TLS_CERT={}: {source}", key.display(), cert.display())]
+    KeyMismatch {
+        /// `TLS_CERT`.
+        cert: PathBuf,
+        /// `TLS_KEY`.
+        key: PathBuf,
+        /// What rustls said.
+        source: rustls::Error,
+    },
 }
-
-impl std::error::Error for TlsError {}
 
 /// The TLS side of a listener.
 #[derive(Clone)]
@@ -57,15 +93,13 @@ impl Tls {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| TlsError(format!("TLS setup: {e}")))?
+            .map_err(TlsError::Setup)?
             .with_no_client_auth()
             .with_single_cert(chain, key_der)
-            .map_err(|e| {
-                TlsError(format!(
-                    "TLS_KEY={} does not fit TLS_CERT={}: {e}",
-                    key.display(),
-                    cert.display()
-                ))
+            .map_err(|source| TlsError::KeyMismatch {
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+                source,
             })?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Tls {
@@ -107,23 +141,27 @@ impl Tls {
 }
 
 fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let named = |problem: String| TlsError(format!("TLS_CERT={}: {problem}", path.display()));
+    let path_buf = || path.to_path_buf();
     let chain = CertificateDer::pem_file_iter(path)
-        .map_err(|e| named(e.to_string()))?
+        .map_err(|source| TlsError::ReadCertificate {
+            path: path_buf(),
+            source,
+        })?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| named(format!("not valid PEM: {e}")))?;
+        .map_err(|source| TlsError::InvalidPem {
+            path: path_buf(),
+            source,
+        })?;
     if chain.is_empty() {
-        return Err(named("no PEM certificate in the file".into()));
+        return Err(TlsError::NoCertificate { path: path_buf() });
     }
     Ok(chain)
 }
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| {
-        TlsError(format!(
-            "TLS_KEY={}: no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {e}",
-            path.display()
-        ))
+    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsError::NoKey {
+        path: path.to_path_buf(),
+        source,
     })
 }
 

@@ -24,15 +24,34 @@ use tracing_subscriber::Layer;
 const CONTEXT_FIELDS: [&str; 3] = ["request_id", "trace_id", "span_id"];
 
 /// Installs the JSON logger for the whole process, filtered by `filter` (EnvFilter syntax).
-pub fn init(filter: &str, service: &str) -> Result<(), String> {
+pub fn init(filter: &str, service: &str) -> Result<(), LogError> {
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .map_err(|e| format!("RUST_LOG={filter:?} is not a valid log filter: {e}"))?;
+    let env_filter =
+        tracing_subscriber::EnvFilter::try_new(filter).map_err(|source| LogError::Filter {
+            filter: filter.to_string(),
+            source,
+        })?;
     tracing_subscriber::registry()
-        .with(filter)
+        .with(env_filter)
         .with(JsonLayer::new(service, std::io::stdout))
         .try_init()
-        .map_err(|e| format!("installing the logger: {e}"))
+        .map_err(LogError::Install)
+}
+
+/// The logger could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// `RUST_LOG` is not EnvFilter syntax.
+    #[error("RUST_LOG={filter:?} is not a valid log filter: {source}")]
+    Filter {
+        /// The filter as given.
+        filter: String,
+        /// What the parser said.
+        source: tracing_subscriber::filter::ParseError,
+    },
+    /// Another logger is already installed in this process.
+    #[error("installing the logger: {0}")]
+    Install(tracing_subscriber::util::TryInitError),
 }
 
 /// A `tracing` layer writing one JSON object per event to `make_writer()`.

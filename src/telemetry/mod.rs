@@ -6,4 +6,4 @@ pub mod metrics;
 pub mod trace;
 
 pub use metrics::{Metrics, PoolStats};
-pub use trace::OtelExport;
+pub use trace::{OtelError, OtelExport};

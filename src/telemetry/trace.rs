@@ -72,7 +72,7 @@ impl OtelExport {
     /// `/v1/traces`), unless the environment names a traces URL itself
     /// (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, which wins as the OpenTelemetry spec says). `None`
     /// when neither is set. Must run inside a tokio runtime (the batch exporter is a task on it).
-    pub fn from_config(endpoint: &str, service: &str) -> Result<Option<OtelExport>, String> {
+    pub fn from_config(endpoint: &str, service: &str) -> Result<Option<OtelExport>, OtelError> {
         let traces_url_in_env =
             std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_ok_and(|v| !v.is_empty());
         if traces_url_in_env {
@@ -87,7 +87,7 @@ impl OtelExport {
 
     /// Exports to `endpoint` (the full traces URL, e.g. `http://collector:4318/v1/traces`;
     /// `None`: from the environment) as `service`.
-    pub fn start(endpoint: Option<&str>, service: &str) -> Result<OtelExport, String> {
+    pub fn start(endpoint: Option<&str>, service: &str) -> Result<OtelExport, OtelError> {
         let client =
             opentelemetry_http::hyper::HyperClient::with_default_connector(EXPORT_TIMEOUT, None);
         let mut builder = SpanExporter::builder()
@@ -98,9 +98,10 @@ impl OtelExport {
         if let Some(endpoint) = endpoint {
             builder = builder.with_endpoint(endpoint);
         }
-        let exporter = builder
-            .build()
-            .map_err(|e| format!("OTEL_EXPORTER_OTLP_ENDPOINT: {e}"))?;
+        let exporter = builder.build().map_err(|source| OtelError {
+            endpoint: endpoint.map(str::to_string),
+            source,
+        })?;
         let processor =
             BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
         let provider = SdkTracerProvider::builder()
@@ -127,4 +128,14 @@ impl OtelExport {
             tracing::warn!(%error, "flushing the last spans failed");
         }
     }
+}
+
+/// The OTLP exporter could not be set up (a malformed endpoint, usually).
+#[derive(Debug, thiserror::Error)]
+#[error("OTEL_EXPORTER_OTLP_ENDPOINT{}: {source}", endpoint.as_ref().map(|e| format!("={e}")).unwrap_or_default())]
+pub struct OtelError {
+    /// The traces URL given (`None`: taken from the environment).
+    pub endpoint: Option<String>,
+    /// What the exporter said.
+    pub source: opentelemetry_otlp::ExporterBuildError,
 }

@@ -81,20 +81,65 @@ pub(super) struct Vars<'a> {
     pub(super) args: &'a str,
 }
 
-/// Why a `TRY_FILES` value was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleError(String);
-
-impl fmt::Display for RuleError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for RuleError {}
-
-fn error(message: impl Into<String>) -> RuleError {
-    RuleError(message.into())
+/// Why a `TRY_FILES` value was refused, with the entry at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    /// No entries at all.
+    #[error("is empty")]
+    Empty,
+    /// Only a fallback.
+    #[error("needs at least one candidate before the fallback, e.g. '$uri /index.php?$args'")]
+    NoCandidate,
+    /// `=404` before the last entry.
+    #[error("{entry:?}: a status code may only be the last entry")]
+    StatusBeforeLast {
+        /// The entry.
+        entry: String,
+    },
+    /// A query string on a candidate.
+    #[error("{entry:?}: only the last entry (the fallback) may carry a query string")]
+    QueryBeforeLast {
+        /// The entry.
+        entry: String,
+    },
+    /// `=` followed by something other than a status from 200 to 599.
+    #[error("{entry:?}: expected a status code from 200 to 599, e.g. =404")]
+    BadStatus {
+        /// The entry.
+        entry: String,
+    },
+    /// nginx's `@name`.
+    #[error("{entry:?}: named locations are nginx configuration; give the URI to run instead, e.g. /index.php?$args")]
+    NamedLocation {
+        /// The entry.
+        entry: String,
+    },
+    /// A `$` with no name after it.
+    #[error("{entry:?}: a '$' without a variable name")]
+    MissingVariableName {
+        /// The entry.
+        entry: String,
+    },
+    /// A variable this server does not know.
+    #[error("{entry:?}: unknown variable ${name} (known: {KNOWN_VARIABLES})")]
+    UnknownVariable {
+        /// The entry.
+        entry: String,
+        /// The variable's name, without `$`.
+        name: String,
+    },
+    /// A path that does not start with `/` or `$uri`.
+    #[error("{path:?}: a path must start with / or $uri")]
+    NotRooted {
+        /// The entry's path.
+        path: String,
+    },
+    /// `..`, a backslash or NUL in a path.
+    #[error("{path:?}: a path must stay inside the document root")]
+    OutsideRoot {
+        /// The entry's path.
+        path: String,
+    },
 }
 
 /// The variables a template may use, for error messages.
@@ -106,12 +151,10 @@ impl FromStr for TryFilesRule {
     fn from_str(text: &str) -> Result<Self, RuleError> {
         let entries: Vec<&str> = text.split_whitespace().collect();
         let Some((last, candidates)) = entries.split_last() else {
-            return Err(error("is empty"));
+            return Err(RuleError::Empty);
         };
         if candidates.is_empty() {
-            return Err(error(
-                "needs at least one candidate before the fallback, e.g. '$uri /index.php?$args'",
-            ));
+            return Err(RuleError::NoCandidate);
         }
         Ok(TryFilesRule {
             text: entries.join(" "),
@@ -146,15 +189,15 @@ impl TryFilesRule {
 
 fn parse_candidate(entry: &str) -> Result<Candidate, RuleError> {
     if entry.starts_with('=') {
-        return Err(error(format!(
-            "{entry:?}: a status code may only be the last entry"
-        )));
+        return Err(RuleError::StatusBeforeLast {
+            entry: entry.to_string(),
+        });
     }
     let template = Template::parse(entry)?;
     if entry.contains('?') {
-        return Err(error(format!(
-            "{entry:?}: only the last entry (the fallback) may carry a query string"
-        )));
+        return Err(RuleError::QueryBeforeLast {
+            entry: entry.to_string(),
+        });
     }
     template.check_path(entry)?;
     Ok(Candidate {
@@ -170,17 +213,15 @@ fn parse_fallback(entry: &str) -> Result<Fallback, RuleError> {
             .ok()
             .filter(|code| (200..=599).contains(code))
             .and_then(|code| StatusCode::from_u16(code).ok())
-            .ok_or_else(|| {
-                error(format!(
-                    "{entry:?}: expected a status code from 200 to 599, e.g. =404"
-                ))
+            .ok_or_else(|| RuleError::BadStatus {
+                entry: entry.to_string(),
             })?;
         return Ok(Fallback::Status(status));
     }
     if entry.starts_with('@') {
-        return Err(error(format!(
-            "{entry:?}: named locations are nginx configuration; give the URI to run instead, e.g. /index.php?$args"
-        )));
+        return Err(RuleError::NamedLocation {
+            entry: entry.to_string(),
+        });
     }
     let template = Template::parse(entry)?;
     let path = entry.split('?').next().unwrap_or_default();
@@ -195,16 +236,20 @@ impl Template {
         let mut rest = text;
         while let Some(dollar) = rest.find('$') {
             literal.push_str(&rest[..dollar]);
-            let (name, after) = variable_name(&rest[dollar + 1..])
-                .ok_or_else(|| error(format!("{text:?}: a '$' without a variable name")))?;
+            let (name, after) = variable_name(&rest[dollar + 1..]).ok_or_else(|| {
+                RuleError::MissingVariableName {
+                    entry: text.to_string(),
+                }
+            })?;
             let part = match name {
                 "uri" | "document_uri" => Part::Uri,
                 "args" | "query_string" => Part::Args,
                 "is_args" => Part::IsArgs,
                 other => {
-                    return Err(error(format!(
-                        "{text:?}: unknown variable ${other} (known: {KNOWN_VARIABLES})"
-                    )))
+                    return Err(RuleError::UnknownVariable {
+                        entry: text.to_string(),
+                        name: other.to_string(),
+                    })
                 }
             };
             if !literal.is_empty() {
@@ -229,15 +274,17 @@ impl Template {
             _ => false,
         };
         if !rooted {
-            return Err(error(format!("{path:?}: a path must start with / or $uri")));
+            return Err(RuleError::NotRooted {
+                path: path.to_string(),
+            });
         }
         let climbs = path
             .split('/')
             .any(|segment| segment == ".." || segment.starts_with("..$"));
         if climbs || path.contains('\\') || path.contains('\0') {
-            return Err(error(format!(
-                "{path:?}: a path must stay inside the document root"
-            )));
+            return Err(RuleError::OutsideRoot {
+                path: path.to_string(),
+            });
         }
         Ok(())
     }
