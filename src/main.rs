@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use tokio_php::admin::{self, InternalState};
+use tokio_php::http::HttpService;
 use tokio_php::php::{
     PhpPool, PhpRuntime, PhpRuntimeConfig, PhpService, PhpServiceConfig, PhpStartError, PoolMonitor,
 };
@@ -150,14 +151,7 @@ fn serve<S, B>(
     drain_started: Arc<OnceLock<Instant>>,
 ) -> Result<(), StartError>
 where
-    S: tower::Service<
-            http::Request<Incoming>,
-            Response = http::Response<B>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: HttpService<Incoming, B>,
     B: http_body::Body<Data = bytes::Bytes> + Default + Send + 'static,
     B::Error: Into<tokio_php::BoxError> + Send + Sync,
 {

@@ -23,11 +23,14 @@
 //! sits inside error pages (no point compressing a small HTML page) and outside static files;
 //! the timeout covers PHP only, not static files.
 //!
-//! Optional layers that keep the body type are `option_layer`s (an `Either`, no allocation);
-//! those that change it (error pages, rate limit, access log) are applied by boxing the service
-//! they wrap, so each combination has one type. The default stack boxes twice per request. To build a
-//! different stack, use the layers in [`crate::layer`] with `tower::ServiceBuilder` directly
-//! (`examples/custom_stack.rs`).
+//! The stack has one type whatever the configuration: optional layers that keep the body type
+//! are `option_layer`s (an `Either`, no allocation) and those that change it (error pages, rate
+//! limit, access log, try_files) have a disabled mode. So it is boxed once, at the top
+//! ([`StackService`]): per request, one allocation for the future and one for the body. The
+//! inner service may box on its own ([`PhpService`](crate::php::PhpService) boxes its async
+//! handling, one more future; [`StubService`](crate::StubService) does not). A test counts the
+//! boxes in the stack's types. To build a different stack, use the layers in [`crate::layer`]
+//! with `tower::ServiceBuilder` directly (`examples/custom_stack.rs`).
 
 use std::convert::Infallible;
 use std::io;
@@ -40,10 +43,10 @@ use http_body::Body;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use tower::util::BoxCloneService;
-use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::config::Config;
-use crate::http::{BoxError, DocumentRoot};
+use crate::http::{BoxError, DocumentRoot, HttpService};
 use crate::layer::try_files::TryFilesRule;
 use crate::layer::{
     AccessLogLayer, CompressionLayer, ErrorPagesLayer, OtelLayer, ProfileLayer,
@@ -133,65 +136,80 @@ impl StackConfig {
     }
 }
 
-/// Wraps `inner` (a [`PhpService`](crate::php::PhpService) or [`StubService`](crate::StubService))
-/// in the stack. Fails when `INDEX_FILE` is not a file inside the document root, when the
-/// `TRY_FILES` fallback does not exist, or when both are set.
+/// Wraps `inner` (a [`PhpService`](crate::php::PhpService) or
+/// [`StubService`](crate::StubService)) in the stack and erases its type: the one box of the
+/// stack (see the [module docs](self)). Fails when `INDEX_FILE` is not a file inside the document
+/// root, when the `TRY_FILES` fallback does not exist, or when both are set.
 pub fn build<S, ReqBody, ResBody>(
     config: &StackConfig,
     inner: S,
 ) -> Result<StackService<ReqBody>, StackError>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: HttpService<ReqBody, ResBody>,
     ReqBody: Send + 'static,
     ResBody: Body<Data = Bytes> + Default + Send + 'static,
     ResBody::Error: Into<BoxError> + Send + Sync,
 {
-    // Layers that keep the body type are optional through `option_layer` (an `Either`, no box);
-    // a box is needed only where an optional layer changes the body type.
-    let handler = ServiceBuilder::new()
-        .option_layer(config.request_timeout.map(TimeoutLayer::new))
-        .service(inner);
-    let mut service = match &config.document_root {
-        Some(root) => boxed(
-            ServiceBuilder::new()
-                .layer(ValidateRequestLayer::new())
-                .layer(CompressionLayer::new())
-                .layer(try_files(config, root)?)
-                .service(handler),
-        ),
-        None => boxed(
-            ServiceBuilder::new()
-                .layer(ValidateRequestLayer::new())
-                .layer(CompressionLayer::new())
-                .service(handler),
-        ),
+    let service = layered(config, inner)?;
+    Ok(BoxCloneService::new(service.map_response(|response| {
+        response.map(|body| body.map_err(Into::into).boxed_unsync())
+    })))
+}
+
+/// The stack around `inner`, unboxed. Its type is the same whatever the configuration: a layer
+/// that is off is either an `option_layer` (an `Either`, for layers that keep the body type) or
+/// the layer in its disabled mode.
+fn layered<S, ReqBody, ResBody>(
+    config: &StackConfig,
+    inner: S,
+) -> Result<
+    impl Service<
+            Request<ReqBody>,
+            Response = Response<impl Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static,
+    StackError,
+>
+where
+    S: HttpService<ReqBody, ResBody>,
+    ReqBody: Send + 'static,
+    ResBody: Body<Data = Bytes> + Default + Send + 'static,
+    ResBody::Error: Into<BoxError> + Send + Sync,
+{
+    let try_files = match &config.document_root {
+        Some(root) => try_files(config, root)?,
+        None => TryFilesLayer::disabled(),
     };
-    if let Some(error_pages) = &config.error_pages {
-        service = boxed(error_pages.layer(service));
-    }
-    if let Some((limit, window)) = config.rate_limit {
-        service = boxed(RateLimitLayer::new(limit, window).layer(service));
-    }
-    let profiled = ServiceBuilder::new()
-        .option_layer(config.profile.then(ProfileLayer::new))
-        .service(service);
-    let logged = if config.access_log {
-        boxed(AccessLogLayer::new().layer(profiled))
+    let rate_limit = match config.rate_limit {
+        Some((limit, window)) => RateLimitLayer::new(limit, window),
+        None => RateLimitLayer::disabled(),
+    };
+    let access_log = if config.access_log {
+        AccessLogLayer::new()
     } else {
-        boxed(profiled)
+        AccessLogLayer::disabled()
     };
-    Ok(boxed(
-        ServiceBuilder::new()
-            .layer(PropagateTraceContextLayer::new())
-            .option_layer(config.otel.clone().map(OtelLayer::new))
-            .layer(SetRequestIdLayer::new())
-            .layer(RecordMetricsLayer::new(config.metrics.clone()))
-            .service(logged),
-    ))
+    let error_pages = config
+        .error_pages
+        .clone()
+        .unwrap_or_else(ErrorPagesLayer::disabled);
+    Ok(ServiceBuilder::new()
+        .layer(PropagateTraceContextLayer::new())
+        .option_layer(config.otel.clone().map(OtelLayer::new))
+        .layer(SetRequestIdLayer::new())
+        .layer(RecordMetricsLayer::new(config.metrics.clone()))
+        .layer(access_log)
+        .option_layer(config.profile.then(ProfileLayer::new))
+        .layer(rate_limit)
+        .layer(error_pages)
+        .layer(ValidateRequestLayer::new())
+        .layer(CompressionLayer::new())
+        .layer(try_files)
+        .option_layer(config.request_timeout.map(TimeoutLayer::new))
+        .service(inner))
 }
 
 fn try_files(config: &StackConfig, root: &DocumentRoot) -> Result<TryFilesLayer, StackError> {
@@ -258,19 +276,85 @@ pub enum StackError {
     IndexFileAndTryFiles,
 }
 
-/// Erases a service's type (and its body's) so optional layers can be stacked conditionally.
-fn boxed<S, ReqBody, ResBody>(service: S) -> StackService<ReqBody>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    ReqBody: 'static,
-    ResBody: Body<Data = Bytes> + Send + 'static,
-    ResBody::Error: Into<BoxError>,
-{
-    BoxCloneService::new(service.map_response(|response: Response<ResBody>| {
-        response.map(|body| body.map_err(Into::into).boxed_unsync())
-    }))
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StubService;
+
+    fn future_type<S: Service<R>, R>(_: &S) -> &'static str {
+        std::any::type_name::<S::Future>()
+    }
+
+    fn body_type<S, R, B>(_: &S) -> &'static str
+    where
+        S: Service<R, Response = Response<B>>,
+    {
+        std::any::type_name::<B>()
+    }
+
+    /// Boxed futures in a future's type name.
+    fn boxed_futures(type_name: &str) -> usize {
+        type_name
+            .matches("Box<dyn core::future::future::Future")
+            .count()
+    }
+
+    /// Boxed bodies in a body's type name.
+    fn boxed_bodies(type_name: &str) -> usize {
+        type_name.matches("BoxBody<").count() + type_name.matches("Box<dyn http_body::").count()
+    }
+
+    fn every_layer_on(root: &std::path::Path) -> StackConfig {
+        StackConfig {
+            document_root: Some(DocumentRoot::new(root).unwrap()),
+            request_timeout: Some(Duration::from_secs(5)),
+            rate_limit: Some((10, Duration::from_secs(1))),
+            static_cache_ttl: None,
+            index_file: None,
+            try_files: None,
+            error_pages: Some(ErrorPagesLayer::from_pages(Default::default())),
+            profile: true,
+            access_log: true,
+            metrics: Metrics::new(),
+            otel: None,
+        }
+    }
+
+    fn every_layer_off(root: &std::path::Path) -> StackConfig {
+        StackConfig {
+            document_root: None,
+            request_timeout: None,
+            rate_limit: None,
+            error_pages: None,
+            profile: false,
+            access_log: false,
+            ..every_layer_on(root)
+        }
+    }
+
+    #[test]
+    fn the_stack_boxes_only_at_the_top() {
+        let root = tempfile::tempdir().unwrap();
+        for config in [every_layer_on(root.path()), every_layer_off(root.path())] {
+            let unboxed = layered::<_, (), _>(&config, StubService).unwrap();
+            let (future, body) = (future_type(&unboxed), body_type(&unboxed));
+            assert_eq!(boxed_futures(future), 0, "{future}");
+            assert_eq!(boxed_bodies(body), 0, "{body}");
+            let stack = build::<_, (), _>(&config, StubService).unwrap();
+            let (future, body) = (future_type(&stack), body_type(&stack));
+            assert_eq!(boxed_futures(future), 1, "{future}");
+            assert_eq!(boxed_bodies(body), 1, "{body}");
+        }
+    }
+
+    #[test]
+    fn switching_layers_off_keeps_the_stack_type() {
+        let root = tempfile::tempdir().unwrap();
+        let on = layered::<_, (), _>(&every_layer_on(root.path()), StubService).unwrap();
+        let off = layered::<_, (), _>(&every_layer_off(root.path()), StubService).unwrap();
+        assert_eq!(
+            std::any::type_name_of_val(&on),
+            std::any::type_name_of_val(&off)
+        );
+    }
 }

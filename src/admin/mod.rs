@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tower::service_fn;
 
+use crate::http::{plain_response, plain_response_with};
 use crate::php::PoolMonitor;
 use crate::server::{serve, ConnectionStats, ServeConfig};
 use crate::telemetry::Metrics;
@@ -59,7 +60,7 @@ impl InternalState {
 
     fn respond(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         if request.method() != Method::GET && request.method() != Method::HEAD {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n");
+            return plain_response(StatusCode::METHOD_NOT_ALLOWED).map(Full::new);
         }
         match request.uri().path() {
             "/health" => {
@@ -68,10 +69,8 @@ impl InternalState {
             }
             "/metrics" => {
                 let pool = self.pool.as_ref().map(PoolMonitor::stats);
-                let mut response = text(
-                    StatusCode::OK,
-                    self.metrics.render(self.connections.active(), pool),
-                );
+                let metrics = self.metrics.render(self.connections.active(), pool);
+                let mut response = plain_response_with(StatusCode::OK, metrics).map(Full::new);
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -79,19 +78,9 @@ impl InternalState {
                 response
             }
             "/config" => json(StatusCode::OK, &self.config),
-            _ => text(StatusCode::NOT_FOUND, "404 Not Found\n"),
+            _ => plain_response(StatusCode::NOT_FOUND).map(Full::new),
         }
     }
-}
-
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }
 
 fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {

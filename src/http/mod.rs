@@ -24,9 +24,46 @@ pub use route::{DocumentRoot, Resolution, Script};
 pub use trace::{RequestId, TraceContext};
 pub(crate) use trace::{TRACEPARENT, TRACESTATE};
 
+use std::convert::Infallible;
+
 use ::http::header::{HeaderValue, CONTENT_TYPE};
-use ::http::{Response, StatusCode, Version};
+use ::http::{Request, Response, StatusCode, Version};
 use bytes::Bytes;
+use tower::Service;
+
+/// What serving a service over connections asks of it, spelled once: a `tower::Service` from
+/// `Request<ReqBody>` to `Response<ResBody>` that never fails (errors are responses), is cheap to
+/// clone (one clone per connection) and whose futures can move between threads. Every service
+/// that meets the bounds implements it.
+pub trait HttpService<ReqBody, ResBody>:
+    Service<
+        Request<ReqBody>,
+        Response = Response<ResBody>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, ReqBody, ResBody> HttpService<ReqBody, ResBody> for S where
+    S: Service<
+            Request<ReqBody>,
+            Response = Response<ResBody>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// What hyper asks of a response body, spelled once: it can move between threads and its
+/// errors can be boxed.
+pub trait HttpBody: http_body::Body<Data: Send, Error: Into<BoxError>> + Send + 'static {}
+
+impl<B> HttpBody for B where B: http_body::Body<Data: Send, Error: Into<BoxError>> + Send + 'static {}
 
 /// Errors from bodies and services, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

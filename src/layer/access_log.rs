@@ -32,15 +32,27 @@ use tower::{Layer, Service};
 use crate::http::ConnInfo;
 
 /// Applies access logging to a service. See the [module docs](self).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct AccessLogLayer {
-    _private: (),
+    enabled: bool,
 }
 
 impl AccessLogLayer {
     /// A new layer.
     pub fn new() -> Self {
-        AccessLogLayer { _private: () }
+        AccessLogLayer { enabled: true }
+    }
+
+    /// Logs nothing. The service keeps the same type as an enabled one, so a stack can switch
+    /// this layer off without boxing.
+    pub fn disabled() -> Self {
+        AccessLogLayer { enabled: false }
+    }
+}
+
+impl Default for AccessLogLayer {
+    fn default() -> Self {
+        AccessLogLayer::new()
     }
 }
 
@@ -48,7 +60,10 @@ impl<S> Layer<S> for AccessLogLayer {
     type Service = AccessLog<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AccessLog { inner }
+        AccessLog {
+            inner,
+            enabled: self.enabled,
+        }
     }
 }
 
@@ -56,6 +71,7 @@ impl<S> Layer<S> for AccessLogLayer {
 #[derive(Debug, Clone)]
 pub struct AccessLog<S> {
     inner: S,
+    enabled: bool,
 }
 
 /// What is known of the request when it arrives.
@@ -152,7 +168,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let entry = Some(Entry::new(&request));
+        let entry = self.enabled.then(|| Entry::new(&request));
         ResponseFuture {
             inner: self.inner.call(request),
             entry,
@@ -179,22 +195,19 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = std::task::ready!(this.inner.poll(cx))?;
-        let mut entry = this.entry.take().expect("polled after completion");
-        entry.status = response.status().as_u16();
         let (parts, body) = response.into_parts();
-        entry.announced_len = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .or_else(|| body.size_hint().exact());
-        if body.is_end_stream() {
-            entry.completed = true;
-        }
-        let body = AccessLogBody {
-            inner: body,
-            entry: Some(entry),
-        };
+        let entry = this.entry.take().map(|mut entry| {
+            entry.status = parts.status.as_u16();
+            entry.announced_len = parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .or_else(|| body.size_hint().exact());
+            entry.completed = body.is_end_stream();
+            entry
+        });
+        let body = AccessLogBody { inner: body, entry };
         Poll::Ready(Ok(Response::from_parts(parts, body)))
     }
 }

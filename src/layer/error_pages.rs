@@ -67,6 +67,12 @@ impl ErrorPagesLayer {
             pages: Arc::new(pages),
         }
     }
+
+    /// Replaces nothing. The service keeps the same type as an enabled one, so a stack can
+    /// switch this layer off without boxing.
+    pub fn disabled() -> Self {
+        ErrorPagesLayer::from_pages(HashMap::new())
+    }
 }
 
 impl<S> Layer<S> for ErrorPagesLayer {

@@ -40,7 +40,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use tower::{Layer, Service};
 
-use crate::http::ConnInfo;
+use crate::http::{plain_response, ConnInfo};
 
 type Limiter =
     RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock, StateInformationMiddleware>;
@@ -52,7 +52,8 @@ const RESET: &str = "x-ratelimit-reset";
 /// Applies per-IP rate limiting. See the [module docs](self).
 #[derive(Clone)]
 pub struct RateLimitLayer {
-    shared: Arc<Shared>,
+    /// `None`: disabled, no request is limited.
+    shared: Option<Arc<Shared>>,
 }
 
 struct Shared {
@@ -66,10 +67,14 @@ struct Shared {
 
 impl fmt::Debug for RateLimitLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RateLimitLayer")
-            .field("limit", &self.shared.limit)
-            .field("window", &self.shared.window)
-            .finish()
+        let mut debug = f.debug_struct("RateLimitLayer");
+        match &self.shared {
+            Some(shared) => debug
+                .field("limit", &shared.limit)
+                .field("window", &shared.window),
+            None => debug.field("limit", &"off"),
+        };
+        debug.finish()
     }
 }
 
@@ -83,20 +88,28 @@ impl RateLimitLayer {
             .expect("a positive period")
             .allow_burst(burst);
         RateLimitLayer {
-            shared: Arc::new(Shared {
+            shared: Some(Arc::new(Shared {
                 limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
                 limit,
                 refill_every,
                 window,
                 started: Instant::now(),
                 last_prune_ms: AtomicU64::new(0),
-            }),
+            })),
         }
+    }
+
+    /// Limits nothing and adds no headers. The service keeps the same type as an enabled one,
+    /// so a stack can switch this layer off without boxing.
+    pub fn disabled() -> Self {
+        RateLimitLayer { shared: None }
     }
 
     /// Clients currently tracked (for tests and metrics).
     pub fn tracked_clients(&self) -> usize {
-        self.shared.limiter.len()
+        self.shared
+            .as_ref()
+            .map_or(0, |shared| shared.limiter.len())
     }
 }
 
@@ -115,7 +128,7 @@ impl<S> Layer<S> for RateLimitLayer {
 #[derive(Clone)]
 pub struct RateLimit<S> {
     inner: S,
-    shared: Arc<Shared>,
+    shared: Option<Arc<Shared>>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
@@ -205,7 +218,11 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let Some(conn) = request.extensions().get::<ConnInfo>() else {
+        let limited_client = self
+            .shared
+            .as_ref()
+            .zip(request.extensions().get::<ConnInfo>());
+        let Some((shared, conn)) = limited_client else {
             let future = self.inner.call(request);
             return ResponseFuture {
                 kind: Kind::Inner {
@@ -214,8 +231,8 @@ where
                 },
             };
         };
-        let decision = self.shared.decide(conn.remote_addr.ip());
-        let headers = self.headers(&decision);
+        let decision = shared.decide(conn.remote_addr.ip());
+        let headers = shared.headers(&decision);
         if decision.allowed {
             let future = self.inner.call(request);
             return ResponseFuture {
@@ -226,20 +243,12 @@ where
             };
         }
         tracing::info!(client_ip = %conn.remote_addr.ip(), "rate limit exceeded; answering 429");
-        let mut response = Response::new(Full::from("429 Too Many Requests"));
-        *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-        response
-            .extensions_mut()
-            .insert(crate::http::ServerGenerated);
+        let mut response = plain_response(StatusCode::TOO_MANY_REQUESTS).map(Full::new);
         let response_headers = response.headers_mut();
         response_headers.extend(headers);
         response_headers.insert(
             header::RETRY_AFTER,
             HeaderValue::from(decision.retry_after_secs),
-        );
-        response_headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         ResponseFuture {
             kind: Kind::Limited {
@@ -249,10 +258,10 @@ where
     }
 }
 
-impl<S> RateLimit<S> {
+impl Shared {
     fn headers(&self, decision: &Decision) -> http::HeaderMap {
         let mut headers = http::HeaderMap::with_capacity(3);
-        headers.insert(LIMIT, HeaderValue::from(self.shared.limit));
+        headers.insert(LIMIT, HeaderValue::from(self.limit));
         headers.insert(REMAINING, HeaderValue::from(decision.remaining));
         headers.insert(RESET, HeaderValue::from(decision.reset_secs));
         headers
@@ -352,7 +361,7 @@ mod tests {
         );
         assert_eq!(header(&refused, RESET), "60");
         let body = refused.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(&body[..], b"429 Too Many Requests");
+        assert_eq!(&body[..], b"429 Too Many Requests\n");
 
         let other = svc.clone().oneshot(from("10.0.0.2")).await.unwrap();
         assert_eq!(
@@ -395,13 +404,23 @@ mod tests {
                 .unwrap();
         }
         assert!(layer.tracked_clients() >= 19);
-        tokio::time::sleep(Duration::from_millis(120)).await;
-        svc.oneshot(from("10.0.2.1")).await.unwrap();
-        assert!(
-            layer.tracked_clients() <= 1,
-            "{} clients still tracked",
-            layer.tracked_clients()
-        );
+        // The limiter runs on the real clock (governor's), not tokio's: a paused clock cannot
+        // age the buckets. Each new request may prune, once a window has passed and the buckets
+        // are full again; wait (bounded) for a request to have done so.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            svc.clone().oneshot(from("10.0.2.1")).await.unwrap();
+            if layer.tracked_clients() <= 1 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} clients still tracked",
+                layer.tracked_clients()
+            );
+            // The poll interval of the bounded wait above.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[tokio::test]

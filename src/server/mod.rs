@@ -1,7 +1,6 @@
 //! Serving a tower service over TCP with hyper-util: HTTP/1.1 and HTTP/2 (h2c by prior
 //! knowledge) on every connection, with graceful shutdown.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -9,8 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
-use http_body::Body;
+use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -19,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tower::Service;
 
-use crate::http::{BoxError, ConnInfo};
+use crate::http::{ConnInfo, HttpBody, HttpService};
 
 mod idle;
 mod tls;
@@ -161,14 +159,8 @@ pub async fn serve<S, B>(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService<Incoming, B>,
+    B: HttpBody,
 {
     let local_addr = listener.local_addr()?;
     let builder = Arc::new(connection_builder(&config));
@@ -276,14 +268,8 @@ async fn serve_connection<IO, S, B>(
     service: S,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService<Incoming, B>,
+    B: HttpBody,
 {
     let activity = Activity::new();
     let io = TokioIo::new(IdleIo::new(io, activity.clone()));
@@ -328,14 +314,8 @@ async fn serve_tls_connection<S, B>(
     service: S,
     mut info: ConnInfo,
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService<Incoming, B>,
+    B: HttpBody,
 {
     match tls.accept(stream).await {
         Ok((stream, session)) => {

@@ -51,7 +51,6 @@ pub use rule::{RuleError, TryFilesRule};
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -60,8 +59,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use tower::{Layer, Service, ServiceExt};
-use tower_http::services::fs::ServeFileSystemResponseBody;
+use tower::{Layer, Service};
+use tower_http::services::fs::{ServeFileSystemResponseBody, ServeFileSystemResponseFuture};
 use tower_http::services::ServeFile;
 
 use crate::http::{plain_response, BoxError, DocumentRoot};
@@ -70,7 +69,8 @@ use route::{Mode, Route};
 /// Routes requests to static files or PHP. See the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct TryFilesLayer {
-    config: Arc<Config>,
+    /// `None`: disabled, every request goes to the inner service.
+    config: Option<Arc<Config>>,
 }
 
 #[derive(Debug, Clone)]
@@ -84,12 +84,19 @@ impl TryFilesLayer {
     /// Serves files under `root` and runs the scripts there (`$uri $uri/ =404`); no cache TTL.
     pub fn new(root: DocumentRoot) -> Self {
         TryFilesLayer {
-            config: Arc::new(Config {
+            config: Some(Arc::new(Config {
                 root,
                 cache_control: None,
                 mode: Mode::Rule(TryFilesRule::files_only()),
-            }),
+            })),
         }
+    }
+
+    /// Serves no files: every request goes to the inner service as it came (a server without a
+    /// document root, such as the stub). The service keeps the same type as an enabled one, so
+    /// a stack can switch this layer off without boxing.
+    pub fn disabled() -> Self {
+        TryFilesLayer { config: None }
     }
 
     /// `Cache-Control: public, max-age=<ttl>` on static files (`None`: no header).
@@ -98,24 +105,37 @@ impl TryFilesLayer {
             HeaderValue::try_from(format!("public, max-age={}", ttl.as_secs()))
                 .expect("digits are a valid header value")
         });
-        Arc::make_mut(&mut self.config).cache_control = value;
+        if let Some(config) = &mut self.config {
+            Arc::make_mut(config).cache_control = value;
+        }
         self
     }
 
     /// Routes with `rule` (nginx's `try_files`), replacing any front controller. Fails when its
     /// fallback is a fixed path that does not exist inside the root — check this at startup.
     pub fn with_rule(mut self, rule: TryFilesRule) -> io::Result<Self> {
-        route::check_fallback(&self.config.root, &rule)?;
-        Arc::make_mut(&mut self.config).mode = Mode::Rule(rule);
+        let config = self.enabled_config()?;
+        route::check_fallback(&config.root, &rule)?;
+        Arc::make_mut(config).mode = Mode::Rule(rule);
         Ok(self)
     }
 
     /// Runs `index_file` (relative to the root) for everything that is not a static file,
     /// replacing any rule. Fails when it is not a file inside the root — check this at startup.
     pub fn with_index_file(mut self, index_file: &str) -> io::Result<Self> {
-        let script = self.config.root.front_controller(index_file)?;
-        Arc::make_mut(&mut self.config).mode = Mode::FrontController(script);
+        let config = self.enabled_config()?;
+        let script = config.root.front_controller(index_file)?;
+        Arc::make_mut(config).mode = Mode::FrontController(script);
         Ok(self)
+    }
+
+    fn enabled_config(&mut self) -> io::Result<&mut Arc<Config>> {
+        self.config.as_mut().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "routing needs a document root; this layer is disabled",
+            )
+        })
     }
 }
 
@@ -134,7 +154,7 @@ impl<S> Layer<S> for TryFilesLayer {
 #[derive(Debug, Clone)]
 pub struct TryFiles<S> {
     inner: S,
-    config: Arc<Config>,
+    config: Option<Arc<Config>>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for TryFiles<S>
@@ -144,17 +164,24 @@ where
 {
     type Response = Response<TryFilesBody<ResBody>>;
     type Error = Infallible;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, ReqBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let Some(config) = &self.config else {
+            return ResponseFuture {
+                kind: Kind::Inner {
+                    future: self.inner.call(request),
+                },
+            };
+        };
         let uri = request.uri();
         let route = route::route(
-            &self.config.root,
-            &self.config.mode,
+            &config.root,
+            &config.mode,
             uri.path(),
             uri.query().unwrap_or(""),
         );
@@ -166,11 +193,8 @@ where
                 response: Some(redirect(&location)),
             },
             Route::Static(path) => Kind::Static {
-                future: Box::pin(serve_static(
-                    path,
-                    request,
-                    self.config.cache_control.clone(),
-                )),
+                future: ServeFile::new(path).try_call(without_multiple_ranges(request)),
+                cache_control: config.cache_control.clone(),
             },
             Route::Script(script) => {
                 request.extensions_mut().insert(script);
@@ -183,13 +207,22 @@ where
     }
 }
 
-async fn serve_static<ReqBody: Send + 'static>(
-    path: PathBuf,
-    request: Request<ReqBody>,
+/// A file that routing found but that could not be opened: gone meanwhile (`404`) or unreadable
+/// (`500`).
+fn file_error(error: &io::Error) -> Response<Bytes> {
+    if error.kind() == io::ErrorKind::NotFound || error.kind() == io::ErrorKind::NotADirectory {
+        plain_response(StatusCode::NOT_FOUND)
+    } else {
+        tracing::error!(%error, "reading a static file failed");
+        plain_response(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+/// `Cache-Control` on a static file's successful or `304` answer.
+fn with_cache_control(
+    mut response: Response<ServeFileSystemResponseBody>,
     cache_control: Option<HeaderValue>,
 ) -> Response<ServeFileSystemResponseBody> {
-    let request = without_multiple_ranges(request);
-    let Ok(mut response) = ServeFile::new(path).oneshot(request).await;
     let cacheable = response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED;
     if let (Some(value), true) = (cache_control, cacheable) {
         response.headers_mut().insert(header::CACHE_CONTROL, value);
@@ -224,28 +257,27 @@ fn redirect(location: &str) -> Response<Bytes> {
     }
 }
 
-type StaticFuture = Pin<Box<dyn Future<Output = Response<ServeFileSystemResponseBody>> + Send>>;
-
 pin_project_lite::pin_project! {
     /// The response future of [`TryFiles`].
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<F, ReqBody> {
         #[pin]
-        kind: Kind<F>,
+        kind: Kind<F, ReqBody>,
     }
 }
 
 pin_project_lite::pin_project! {
     #[project = KindProj]
-    enum Kind<F> {
+    enum Kind<F, ReqBody> {
         Ready { response: Option<Response<Bytes>> },
-        Static { future: StaticFuture },
+        Static { #[pin] future: ServeFileSystemResponseFuture<ReqBody>, cache_control: Option<HeaderValue> },
         Inner { #[pin] future: F },
     }
 }
 
-impl<F, ResBody> Future for ResponseFuture<F>
+impl<F, ResBody, ReqBody> Future for ResponseFuture<F, ReqBody>
 where
     F: Future<Output = Result<Response<ResBody>, Infallible>>,
+    ReqBody: Send + 'static,
 {
     type Output = Result<Response<TryFilesBody<ResBody>>, Infallible>;
 
@@ -255,10 +287,15 @@ where
                 let response = response.take().expect("polled after completion");
                 response.map(TryFilesBody::fixed)
             }
-            KindProj::Static { future } => {
-                let response = std::task::ready!(future.as_mut().poll(cx));
-                response.map(TryFilesBody::file)
-            }
+            KindProj::Static {
+                future,
+                cache_control,
+            } => match std::task::ready!(future.poll(cx)) {
+                Ok(response) => {
+                    with_cache_control(response, cache_control.take()).map(TryFilesBody::file)
+                }
+                Err(error) => file_error(&error).map(TryFilesBody::fixed),
+            },
             KindProj::Inner { future } => {
                 let Ok(response) = std::task::ready!(future.poll(cx));
                 response.map(TryFilesBody::inner)
