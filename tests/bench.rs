@@ -8,7 +8,6 @@
 //!
 //! The figures of such a short run mean nothing and are not looked at.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -25,17 +24,6 @@ const PORT_VARIABLES: [&str; 7] = [
     "APACHE_WP_PORT",
 ];
 
-/// Free loopback ports, found by binding them (and released just before the script binds them).
-fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
 #[test]
 fn the_benchmark_runs_every_workload_against_every_peer() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -47,7 +35,10 @@ fn the_benchmark_runs_every_workload_against_every_peer() {
         .env("RESULTS_DIR", results.path())
         .env_remove("UPDATE_DOCS")
         .env_remove("WORKLOADS");
-    for (variable, port) in PORT_VARIABLES.iter().zip(free_ports(PORT_VARIABLES.len())) {
+    for (variable, port) in PORT_VARIABLES
+        .iter()
+        .zip(common::free_ports(PORT_VARIABLES.len()))
+    {
         command.env(variable, port.to_string());
     }
     let output = common::mariadb::run_bounded(&mut command, Duration::from_secs(600));

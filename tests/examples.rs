@@ -36,26 +36,25 @@ fn example(name: &str) -> Command {
     command
 }
 
-async fn get(addr: std::net::SocketAddr, path: &str) -> http::Response<bytes::Bytes> {
-    common::get(addr, Proto::Http1, path).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embed_in_axum_serves_axum_routes_and_php_under_its_prefix() {
     let server =
         Server::start(example("embed_in_axum").env("DOCUMENT_ROOT", common::fixtures_root()));
-    let axum = get(server.addr, "/").await;
+    let axum = server.get(Proto::Http1, "/").await;
     assert_eq!(axum.status(), 200);
     assert!(common::text(&axum).starts_with("Hello from axum"));
 
-    let php = common::json(&get(server.addr, "/php/server.php?x=1").await);
+    let php = common::json(&server.get(Proto::Http1, "/php/server.php?x=1").await);
     assert_eq!(php["SCRIPT_NAME"], "/server.php", "{php}");
     assert_eq!(php["QUERY_STRING"], "x=1", "{php}");
     assert_eq!(php["REMOTE_ADDR"], "127.0.0.1", "{php}");
     assert_eq!(php["SERVER_PORT"], server.addr.port().to_string(), "{php}");
 
-    assert_eq!(get(server.addr, "/php/missing.php").await.status(), 404);
-    assert_eq!(get(server.addr, "/elsewhere").await.status(), 404);
+    assert_eq!(
+        server.get(Proto::Http1, "/php/missing.php").await.status(),
+        404
+    );
+    assert_eq!(server.get(Proto::Http1, "/elsewhere").await.status(), 404);
     assert!(server.terminate().success());
 }
 
@@ -63,7 +62,7 @@ async fn embed_in_axum_serves_axum_routes_and_php_under_its_prefix() {
 async fn stub_server_answers_without_php() {
     let server = Server::start(&mut example("stub_server"));
     for path in ["/", "/index.php", "/anything"] {
-        let response = get(server.addr, path).await;
+        let response = server.get(Proto::Http1, path).await;
         assert_eq!(response.status(), 200, "{path}");
         assert!(response.body().is_empty());
         assert!(response.headers().contains_key("x-request-id"));

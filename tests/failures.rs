@@ -37,7 +37,7 @@ async fn concurrent_gets(
     let handles: Vec<_> = (0..count)
         .map(|_| {
             let (addr, path) = (server.addr, path.to_string());
-            tokio::spawn(async move { send_get(addr, proto, &path).await })
+            tokio::spawn(async move { common::get(addr, proto, &path).await })
         })
         .collect();
     let mut responses = Vec::new();
@@ -301,11 +301,11 @@ async fn a_full_queue_answers_503_at_once_and_recovers() {
         ));
         let _ = std::fs::remove_file(&release);
         let hold = format!("/hold.php?release={}", release.display());
-        let running = tokio::spawn(async move { send_get(addr, proto, &hold).await });
+        let running = tokio::spawn(async move { common::get(addr, proto, &hold).await });
         server
             .wait_for("the worker to be busy", |s| s.busy_workers == 1)
             .await;
-        let queued = tokio::spawn(async move { send_get(addr, proto, "/slow.php?ms=10").await });
+        let queued = tokio::spawn(async move { common::get(addr, proto, "/slow.php?ms=10").await });
         server.wait_for("a queued request", |s| s.queued == 1).await;
 
         let rejected = server.get(proto, "/index.php").await;
@@ -344,12 +344,13 @@ async fn clients_that_gave_up_free_their_queue_slots() {
     for proto in BOTH {
         let addr = server.addr;
         // Long enough that both clients are queued behind it however loaded the machine is.
-        let running = tokio::spawn(async move { send_get(addr, proto, "/slow.php?ms=4000").await });
+        let running =
+            tokio::spawn(async move { common::get(addr, proto, "/slow.php?ms=4000").await });
         server
             .wait_for("the worker to be busy", |s| s.busy_workers == 1)
             .await;
         let gave_up: Vec<_> = (0..2)
-            .map(|_| tokio::spawn(async move { send_get(addr, proto, "/slow.php?ms=10").await }))
+            .map(|_| tokio::spawn(async move { common::get(addr, proto, "/slow.php?ms=10").await }))
             .collect();
         server
             .wait_for("two queued requests", |s| s.queued == 2)
@@ -411,7 +412,7 @@ async fn fatal_errors_are_counted_by_their_type_not_their_log_text() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twenty_rounds_of_every_fault_then_normal_traffic() {
+async fn every_worker_serves_normally_after_twenty_rounds_of_every_fault() {
     let server = server().await;
     let faults = [
         ("/fatal.php", StatusCode::INTERNAL_SERVER_ERROR),
@@ -437,10 +438,6 @@ async fn twenty_rounds_of_every_fault_then_normal_traffic() {
         assert_every_worker_healthy(&server, proto).await;
     }
     assert_eq!(server.pool.stats().live_workers, WORKERS);
-}
-
-async fn send_get(addr: std::net::SocketAddr, proto: Proto, path: &str) -> http::Response<Bytes> {
-    common::get(addr, proto, path).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,11 +46,12 @@ fn build_tree(root: &Path) {
 /// The probe's answers from Debian's non-thread-safe PHP, run where php-fpm would run it: in
 /// the script's directory.
 fn reference_answers(dir: &Path) -> Value {
-    let output = Command::new("php8.2")
+    let php = common::require_program("php8.2", "Debian package php8.2-cli");
+    let output = Command::new(php)
         .args(["-n", "probe.php"])
         .current_dir(dir)
         .output()
-        .expect("Debian's php8.2 CLI is not installed: scripts/install-deps.sh installs it (php8.2-cli)");
+        .expect("Debian's php8.2 CLI runs");
     assert!(output.status.success(), "php8.2 probe.php: {output:?}");
     serde_json::from_slice(&output.stdout).expect("the probe prints JSON")
 }

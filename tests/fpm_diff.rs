@@ -123,14 +123,6 @@ fn docroot() -> tempfile::TempDir {
     dir
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// nginx + php-fpm as Debian runs them (FastCGI over a unix socket, the stock fastcgi_params),
 /// with php.ini settings matching tokio_php's defaults so only server behaviour differs.
 struct Fpm {
@@ -139,29 +131,16 @@ struct Fpm {
     _dir: tempfile::TempDir,
 }
 
-/// The first php-fpm binary installed; the test fails without one.
-fn fpm_binary() -> &'static str {
-    ["php-fpm8.2", "php-fpm8.3", "php-fpm8.4", "php-fpm"]
-        .into_iter()
-        .find(|b| {
-            Command::new(b)
-                .arg("-v")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .expect("php-fpm is not installed: scripts/install-deps.sh installs it (Debian php8.2-fpm)")
-}
-
 impl Fpm {
     fn start(root: &Path, mode: &Mode) -> Fpm {
-        let fpm = fpm_binary();
-        assert!(
-            Command::new("nginx").arg("-v").output().is_ok(),
-            "nginx is not installed: scripts/install-deps.sh installs it"
+        let fpm = common::require_one_of(
+            &["php-fpm8.2", "php-fpm8.3", "php-fpm8.4", "php-fpm"],
+            "Debian package php8.2-fpm",
         );
+        let nginx = common::require_program("nginx", "Debian package nginx");
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path();
-        let port = free_port();
+        let port = common::free_port();
         let socket = run.join("fpm.sock");
         std::fs::write(
             run.join("fpm.conf"),
@@ -196,14 +175,14 @@ impl Fpm {
         .unwrap();
         let quiet = || Stdio::null();
         let children = vec![
-            Command::new(fpm)
+            Command::new(&fpm)
                 .args(["-R", "-F", "-n", "-y"])
                 .arg(run.join("fpm.conf"))
                 .stdout(quiet())
                 .stderr(quiet())
                 .spawn()
                 .unwrap(),
-            Command::new("nginx")
+            Command::new(&nginx)
                 .arg("-c")
                 .arg(run.join("nginx.conf"))
                 .stdout(quiet())

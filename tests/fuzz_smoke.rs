@@ -115,26 +115,26 @@ fn run(target: &str, function: fn(&[u8])) {
 }
 
 #[test]
-fn route_path() {
+fn routing_never_serves_outside_the_root_nor_a_dotfile_nor_php_source() {
     run("route_path", fuzz::route_path);
 }
 
 #[test]
-fn request_to_sapi() {
+fn request_validation_and_the_sapi_conversion_never_panic() {
     run("request_to_sapi", fuzz::request_to_sapi);
 }
 
 #[test]
-fn trace_headers() {
+fn trace_headers_always_yield_a_well_formed_traceparent() {
     run("trace_headers", fuzz::trace_headers);
 }
 
 #[test]
-fn accept_encoding() {
+fn accept_encoding_prefers_only_an_encoding_with_a_positive_q() {
     run("accept_encoding", fuzz::accept_encoding);
 }
 
 #[test]
-fn config_values() {
+fn every_config_value_parses_to_a_value_or_a_message() {
     run("config_values", fuzz::config_values);
 }

@@ -11,7 +11,6 @@ use common::TestServer;
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_php::stack;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -111,14 +110,7 @@ fn answered_200(frames: &[Frame]) -> bool {
 }
 
 async fn server() -> TestServer {
-    TestServer::serve(
-        tokio_php::php::PoolConfig {
-            workers: 1,
-            ..Default::default()
-        },
-        |pool| stack::build(&common::stack_config(), TestServer::php_service(pool)).unwrap(),
-    )
-    .await
+    TestServer::with_stack(1, common::stack_config()).await
 }
 
 async fn still_serves(server: &TestServer, after: &str) {

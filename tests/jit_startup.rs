@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use common::{Proto, TestServer};
 use http::StatusCode;
-use tokio_php::php::PoolConfig;
 
 /// Bounds the churn: PHP's startup takes well under a second here.
 const MAX_THREADS: usize = 2000;
@@ -70,6 +69,8 @@ fn stack_survives(started: &Started, seed: u8) -> bool {
 /// Tells a child process to start PHP instead of spawning children.
 const CHILD_ENV: &str = "TOKIO_PHP_TEST_JIT_STARTUP_CHILD";
 const STARTS: usize = 25;
+/// Threads spawned before PHP starts, so that PHP starts in the middle of the churn.
+const CHURNING: usize = 8;
 
 #[test]
 fn php_starting_with_the_jit_leaves_other_threads_memory_alone() {
@@ -99,9 +100,11 @@ async fn start_php_while_threads_are_spawned() {
     let started = Arc::new(Started::default());
     let stop = Arc::new(AtomicBool::new(false));
     let damaged = Arc::new(AtomicUsize::new(0));
+    let churning = Arc::new(AtomicUsize::new(0));
 
     let spawner = {
         let (started, stop, damaged) = (started.clone(), stop.clone(), damaged.clone());
+        let churning = churning.clone();
         thread::spawn(move || {
             let begin = Instant::now();
             let mut threads = Vec::new();
@@ -120,13 +123,18 @@ async fn start_php_while_threads_are_spawned() {
                     })
                     .expect("a thread starts");
                 threads.push(thread);
+                churning.fetch_add(1, Ordering::Relaxed);
             }
             threads
         })
     };
 
-    // PHP starts on this thread while the spawner maps stack after stack.
-    thread::sleep(Duration::from_millis(5));
+    // PHP starts on this thread while the spawner maps stack after stack: once it is under way.
+    let deadline = Instant::now() + CHURN_LIMIT;
+    while churning.load(Ordering::Relaxed) < CHURNING {
+        assert!(Instant::now() < deadline, "the spawner spawns threads");
+        thread::yield_now();
+    }
     common::php_runtime_with(&[
         ("opcache.jit", "tracing"),
         ("opcache.jit_buffer_size", "64M"),
@@ -146,14 +154,7 @@ async fn start_php_while_threads_are_spawned() {
     );
 
     // And PHP with its JIT serves.
-    let server = TestServer::serve(
-        PoolConfig {
-            workers: 2,
-            ..PoolConfig::default()
-        },
-        TestServer::php_service,
-    )
-    .await;
+    let server = TestServer::with_workers(2).await;
     for _ in 0..20 {
         let response = server.get(Proto::Http1, "/hot_notices.php").await;
         assert_eq!(response.status(), StatusCode::OK);

@@ -11,18 +11,6 @@ use std::time::Duration;
 
 use common::{Proto, TestServer};
 use http::StatusCode;
-use tokio_php::php::PoolConfig;
-
-async fn pool(workers: usize) -> TestServer {
-    TestServer::serve(
-        PoolConfig {
-            workers,
-            ..PoolConfig::default()
-        },
-        TestServer::php_service,
-    )
-    .await
-}
 
 async fn run_hot_code(server: &TestServer, times: usize) {
     for round in 0..times {
@@ -40,7 +28,7 @@ async fn jit_code_compiled_by_exited_threads_keeps_working() {
     ]);
     for generation in 0..2 {
         // A pool whose threads compile the hot code, then exit with it.
-        let first = pool(2).await;
+        let first = TestServer::with_workers(2).await;
         run_hot_code(&first, 20).await;
         let stopped = first.pool.shutdown(Duration::from_secs(30));
         assert!(
@@ -48,7 +36,7 @@ async fn jit_code_compiled_by_exited_threads_keeps_working() {
             "generation {generation}: the first pool's threads exit"
         );
         // Another pool runs the code the exited threads compiled.
-        let second = pool(2).await;
+        let second = TestServer::with_workers(2).await;
         run_hot_code(&second, 20).await;
     }
 }

@@ -6,7 +6,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{Proto, TestServer};
+use common::{metric, Proto, TestServer};
 use tokio_php::admin::{self, InternalState};
 use tokio_php::php::PoolConfig;
 use tokio_php::server::{self, ServeConfig};
@@ -41,14 +41,6 @@ const DOCUMENTED: &[&str] = &[
     "tokio_php_output_spool_files",
     "tokio_php_php_workers_replaced_total",
 ];
-
-fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_cover_php_traffic_and_pass_promtool() {
@@ -94,7 +86,7 @@ async fn metrics_cover_php_traffic_and_pass_promtool() {
     ] {
         server.get(Proto::Http1, path).await;
     }
-    let response = server_get(internal_addr, "/metrics").await;
+    let response = common::get(internal_addr, Proto::Http1, "/metrics").await;
     assert_eq!(
         response.headers()["content-type"],
         "text/plain; version=0.0.4; charset=utf-8"
@@ -104,30 +96,33 @@ async fn metrics_cover_php_traffic_and_pass_promtool() {
         assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
     }
     assert_eq!(
-        value(&text, "tokio_php_requests_total{method=\"GET\"}"),
+        metric(&text, "tokio_php_requests_total{method=\"GET\"}"),
         5.0
     );
     assert_eq!(
-        value(&text, "tokio_php_responses_total{status=\"200\"}"),
+        metric(&text, "tokio_php_responses_total{status=\"200\"}"),
         3.0
     );
-    assert_eq!(value(&text, "tokio_php_php_fatal_errors_total"), 1.0);
+    assert_eq!(metric(&text, "tokio_php_php_fatal_errors_total"), 1.0);
     assert_eq!(
-        value(&text, "tokio_php_request_duration_seconds_count"),
+        metric(&text, "tokio_php_request_duration_seconds_count"),
         5.0
     );
     assert_eq!(
-        value(&text, "tokio_php_php_workers_busy") + value(&text, "tokio_php_php_workers_idle"),
+        metric(&text, "tokio_php_php_workers_busy") + metric(&text, "tokio_php_php_workers_idle"),
         2.0
     );
 
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed (Debian package prometheus; scripts/install-deps.sh)");
+    let mut promtool = Command::new(common::require_program(
+        "promtool",
+        "Debian package prometheus",
+    ))
+    .args(["check", "metrics"])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("promtool runs");
     promtool
         .stdin
         .take()
@@ -150,13 +145,4 @@ async fn metrics_cover_php_traffic_and_pass_promtool() {
         "promtool check metrics ({:?}):\n{problems}",
         output.status.code()
     );
-}
-
-async fn server_get(addr: std::net::SocketAddr, path: &str) -> http::Response<bytes::Bytes> {
-    common::send(
-        addr,
-        Proto::Http1,
-        http::Request::get(path).body(Default::default()).unwrap(),
-    )
-    .await
 }

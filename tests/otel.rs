@@ -6,8 +6,7 @@ mod common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::process::{binary, Server};
@@ -22,46 +21,39 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
+use tokio::sync::mpsc;
 
-/// Spans received, with their resource's service name.
-type Received = Arc<Mutex<Vec<(String, Span)>>>;
+/// What the receiver got: the spans of each export with their resource's service name, or why
+/// an export was not a valid OTLP/HTTP protobuf request. The receiver's tasks only report; the
+/// test body asserts, so a bad export fails the test instead of a task nobody joins.
+type Export = Result<Vec<(String, Span)>, String>;
 
-/// A minimal OTLP/HTTP receiver: decodes every `POST /v1/traces` protobuf export.
-async fn otlp_receiver() -> (SocketAddr, Received) {
+/// A minimal OTLP/HTTP receiver: decodes every `POST /v1/traces` protobuf export and sends it to
+/// the returned channel.
+async fn otlp_receiver() -> (SocketAddr, mpsc::UnboundedReceiver<Export>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let received: Received = Arc::default();
-    let store = received.clone();
+    let (exports, received) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let store = store.clone();
+            let exports = exports.clone();
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let store = store.clone();
+                let exports = exports.clone();
                 async move {
-                    assert_eq!(request.uri().path(), "/v1/traces");
-                    assert_eq!(request.headers()["content-type"], "application/x-protobuf");
-                    let body = request.into_body().collect().await.unwrap().to_bytes();
-                    let export = ExportTraceServiceRequest::decode(body)
-                        .expect("a valid OTLP protobuf export");
-                    for resource_spans in export.resource_spans {
-                        let service = resource_spans
-                            .resource
-                            .iter()
-                            .flat_map(|r| &r.attributes)
-                            .find(|a| a.key == "service.name")
-                            .and_then(|a| string(a.value.as_ref()?.value.as_ref()?))
-                            .unwrap_or_default();
-                        for scope in resource_spans.scope_spans {
-                            for span in scope.spans {
-                                store.lock().unwrap().push((service.clone(), span));
-                            }
-                        }
-                    }
+                    let export = decode_export(request).await;
+                    let status = if export.is_ok() {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::BAD_REQUEST
+                    };
+                    let _ = exports.send(export);
                     let reply = ExportTraceServiceResponse::default().encode_to_vec();
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(reply))))
+                    let mut response = Response::new(Full::new(Bytes::from(reply)));
+                    *response.status_mut() = status;
+                    Ok::<_, Infallible>(response)
                 }
             });
             tokio::spawn(
@@ -71,6 +63,47 @@ async fn otlp_receiver() -> (SocketAddr, Received) {
         }
     });
     (addr, received)
+}
+
+/// The spans of one export request, or what is wrong with it.
+async fn decode_export(request: Request<Incoming>) -> Export {
+    let path = request.uri().path().to_string();
+    if path != "/v1/traces" {
+        return Err(format!("exported to {path}, not /v1/traces"));
+    }
+    let content_type = request.headers().get("content-type").cloned();
+    if content_type
+        .as_ref()
+        .is_none_or(|v| v != "application/x-protobuf")
+    {
+        return Err(format!(
+            "content-type {content_type:?}, not application/x-protobuf"
+        ));
+    }
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("reading the export: {e}"))?
+        .to_bytes();
+    let export = ExportTraceServiceRequest::decode(body)
+        .map_err(|e| format!("not a valid OTLP protobuf export: {e}"))?;
+    let mut spans = Vec::new();
+    for resource_spans in export.resource_spans {
+        let service = resource_spans
+            .resource
+            .iter()
+            .flat_map(|r| &r.attributes)
+            .find(|a| a.key == "service.name")
+            .and_then(|a| string(a.value.as_ref()?.value.as_ref()?))
+            .unwrap_or_default();
+        for scope in resource_spans.scope_spans {
+            for span in scope.spans {
+                spans.push((service.clone(), span));
+            }
+        }
+    }
+    Ok(spans)
 }
 
 fn string(value: &Value) -> Option<String> {
@@ -115,20 +148,36 @@ async fn get(server: &Server, path: &str, traceparent: Option<&str>) -> Response
     .await
 }
 
-async fn wait_for_spans(received: &Received, count: usize) -> Vec<(String, Span)> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let spans = received.lock().unwrap().clone();
-        if spans.len() >= count || Instant::now() > deadline {
-            return spans;
+/// Waits (bounded) until `count` spans arrived, or the deadline passed; returns all so far.
+/// Panics on an export the receiver found invalid.
+async fn wait_for_spans(
+    received: &mut mpsc::UnboundedReceiver<Export>,
+    count: usize,
+) -> Vec<(String, Span)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut spans = Vec::new();
+    while spans.len() < count {
+        match tokio::time::timeout_at(deadline, received.recv()).await {
+            Ok(Some(Ok(exported))) => spans.extend(exported),
+            Ok(Some(Err(problem))) => panic!("the server sent a bad export: {problem}"),
+            Ok(None) | Err(_) => break,
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    spans
+}
+
+/// Fails on any invalid export that arrived after the spans a test waited for.
+fn assert_no_bad_export(received: &mut mpsc::UnboundedReceiver<Export>) {
+    while let Ok(export) = received.try_recv() {
+        if let Err(problem) = export {
+            panic!("the server sent a bad export: {problem}");
+        }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_export_server_and_php_spans_with_the_traceparent_ids() {
-    let (collector, received) = otlp_receiver().await;
+    let (collector, mut received) = otlp_receiver().await;
     let server = start(&format!("http://{collector}"));
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let caller_span = "b7ad6b7169203331";
@@ -141,7 +190,7 @@ async fn requests_export_server_and_php_spans_with_the_traceparent_ids() {
     assert_eq!(response.status(), StatusCode::OK);
     let our_span = response.headers()["traceparent"].to_str().unwrap()[36..52].to_string();
 
-    let spans = wait_for_spans(&received, 2).await;
+    let spans = wait_for_spans(&mut received, 2).await;
     let (service, server_span) = spans
         .iter()
         .find(|(_, s)| hex(&s.span_id) == our_span)
@@ -198,6 +247,7 @@ async fn requests_export_server_and_php_spans_with_the_traceparent_ids() {
     assert!(attribute(php_span, "php.queue_us").is_some());
     assert!(php_span.end_time_unix_nano > php_span.start_time_unix_nano);
     assert!(server.terminate().success());
+    assert_no_bad_export(&mut received);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,7 +280,7 @@ async fn a_missing_or_stalled_collector_never_holds_requests_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_line_flags_configure_the_export_too() {
-    let (collector, received) = otlp_receiver().await;
+    let (collector, mut received) = otlp_receiver().await;
     let server = Server::start(
         binary()
             .env("PHP_WORKERS", "1")
@@ -242,9 +292,11 @@ async fn the_command_line_flags_configure_the_export_too() {
     );
     let response = get(&server, "/index.php", None).await;
     assert_eq!(response.status(), StatusCode::OK);
-    let spans = wait_for_spans(&received, 1).await;
+    let spans = wait_for_spans(&mut received, 1).await;
     assert!(
         spans.iter().any(|(service, _)| service == "named-by-flag"),
         "{spans:?}"
     );
+    assert!(server.terminate().success());
+    assert_no_bad_export(&mut received);
 }

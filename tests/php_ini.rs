@@ -7,14 +7,7 @@ use common::process::{binary, Server};
 use common::{json, Proto};
 
 async fn get(server: &Server, path: &str) -> serde_json::Value {
-    json(
-        &common::send(
-            server.addr,
-            Proto::Http1,
-            http::Request::get(path).body(Default::default()).unwrap(),
-        )
-        .await,
-    )
+    json(&server.get(Proto::Http1, path).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,7 +34,7 @@ const KNOWN_FAILURES: &[(&str, &str)] = &[
 type IniByTest = Arc<Mutex<HashMap<String, Vec<(String, String)>>>>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn php_src_basic_tests() {
+async fn php_src_basic_tests_pass_or_have_a_documented_reason() {
     let source = phpt::php_source_tests("tests/basic");
     // php-src's layout, served from tests/basic with the top directory as the working directory
     // (run-tests.php's): some tests name paths such as ./tests/basic/ in their --INI--.

@@ -265,6 +265,7 @@ async fn soak_then_sigterm_loses_nothing_and_stays_flat() {
     let mut series = Vec::new();
     // A failure ends the soak early (the clients stop at their first one).
     while started.elapsed() < duration && tally.failures.lock().unwrap().is_empty() {
+        // The sampling interval: the soak's length is what is under test, not a wait for an event.
         tokio::time::sleep(interval.min(duration.saturating_sub(started.elapsed()))).await;
         let (rss, fds) = rss_and_fds(pid);
         series.push((

@@ -5,10 +5,8 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::process::{binary, Server};
-use common::{text, Proto, BOTH};
+use common::{metric, text, Proto, BOTH};
 use http::StatusCode;
 
 const WORKERS: usize = 2;
@@ -37,51 +35,15 @@ fn start_server(workers: usize) -> Server {
     )
 }
 
-async fn get(server: &Server, proto: Proto, path: &str) -> http::Response<bytes::Bytes> {
-    common::get(server.addr, proto, path).await
-}
-
-async fn metrics(server: &Server) -> String {
-    let addr = server.internal.expect("INTERNAL_ADDR set");
-    let request = http::Request::get("/metrics")
-        .body(Default::default())
-        .unwrap();
-    let response = common::send(addr, Proto::Http1, request).await;
-    text(&response).to_string()
-}
-
-fn metric(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
-}
-
-/// Polls `/metrics` (bounded) until `condition` holds; returns the last scrape.
-async fn wait_for_metrics(server: &Server, what: &str, condition: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let scraped = metrics(server).await;
-        if condition(&scraped) {
-            return scraped;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}:\n{scraped}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Every worker is alive and idle, `replaced` of them replaced since start.
 async fn wait_for_idle_pool(server: &Server, workers: usize, replaced: usize) -> String {
-    wait_for_metrics(server, "an idle pool at full strength", |m| {
-        metric(m, "tokio_php_php_workers_busy") == 0.0
-            && metric(m, "tokio_php_php_workers") == workers as f64
-            && metric(m, "tokio_php_php_workers_replaced_total") == replaced as f64
-    })
-    .await
+    server
+        .wait_for_metrics("an idle pool at full strength", |m| {
+            metric(m, "tokio_php_php_workers_busy") == 0.0
+                && metric(m, "tokio_php_php_workers") == workers as f64
+                && metric(m, "tokio_php_php_workers_replaced_total") == replaced as f64
+        })
+        .await
 }
 
 fn assert_alive(server: &mut Server) {
@@ -104,12 +66,13 @@ async fn an_overflow_fails_only_its_request() {
                 .unwrap();
             common::send(addr, Proto::Http1, request).await
         });
-        wait_for_metrics(&server, "the slow request to run", |m| {
-            metric(m, "tokio_php_php_workers_busy") == 1.0
-        })
-        .await;
+        server
+            .wait_for_metrics("the slow request to run", |m| {
+                metric(m, "tokio_php_php_workers_busy") == 1.0
+            })
+            .await;
 
-        let response = get(&server, Proto::Http1, path).await;
+        let response = server.get(Proto::Http1, path).await;
         assert_eq!(
             response.status(),
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -132,12 +95,12 @@ async fn an_overflow_fails_only_its_request() {
         // The worker that overflowed stays in service, unless request shutdown was cut short.
         replaced += usize::from(path == ESCAPES_SHUTDOWN);
         wait_for_idle_pool(&server, WORKERS, replaced).await;
-        let next = get(&server, Proto::Http1, "/index.php").await;
+        let next = server.get(Proto::Http1, "/index.php").await;
         assert_eq!(text(&next), "index of /index.php", "after {path}");
         assert_alive(&mut server);
     }
 
-    let scraped = metrics(&server).await;
+    let scraped = server.metrics().await;
     assert_eq!(
         metric(&scraped, "tokio_php_php_fatal_errors_total"),
         OVERFLOWS.len() as f64,
@@ -164,7 +127,7 @@ async fn twenty_overflows_in_a_row_leave_the_server_serving() {
     const ROUNDS: usize = 20;
     for (round, path) in OVERFLOWS[..3].iter().cycle().take(ROUNDS).enumerate() {
         let proto = BOTH[round % 2];
-        let response = get(&server, proto, path).await;
+        let response = server.get(proto, path).await;
         assert_eq!(
             response.status(),
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -200,7 +163,7 @@ async fn twenty_overflows_in_a_row_leave_the_server_serving() {
         }
         assert_eq!(workers.len(), WORKERS, "{proto:?}: both workers serve");
         assert_eq!(
-            text(&get(&server, proto, "/index.php").await),
+            text(&server.get(proto, "/index.php").await),
             "index of /index.php"
         );
     }
@@ -215,9 +178,9 @@ async fn twenty_overflows_in_a_row_leave_the_server_serving() {
 async fn hot_jit_code_keeps_working_after_overflows_on_its_worker() {
     let mut server = start_server(1);
     for round in 0..5 {
-        let overflow = get(&server, Proto::Http1, "/overflow/array_map.php").await;
+        let overflow = server.get(Proto::Http1, "/overflow/array_map.php").await;
         assert_eq!(overflow.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let hot = get(&server, Proto::Http1, "/hot_notices.php").await;
+        let hot = server.get(Proto::Http1, "/hot_notices.php").await;
         assert_eq!(text(&hot), "done on worker 0", "round {round}");
         assert_alive(&mut server);
     }

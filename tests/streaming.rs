@@ -67,6 +67,25 @@ async fn open_with(
     }
 }
 
+/// Reads `response`'s body: its first frame must be `first`, arriving while the script waits for
+/// the `signal` file (`what` says why it must); then the test creates the file, and the rest of
+/// the body must be `rest`.
+async fn first_part_arrives_before_the_signal(
+    proto: Proto,
+    response: StreamingResponse,
+    signal: std::path::PathBuf,
+    (first, rest): (&[u8], &[u8]),
+    what: &str,
+) {
+    let mut body = response.into_body();
+    let received = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&received[..], first, "{proto:?}: {what}");
+    // Only now does the script learn it may finish.
+    std::fs::write(signal, b"").unwrap();
+    let received = body.collect().await.unwrap().to_bytes();
+    assert_eq!(&received[..], rest, "{proto:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flush_sends_headers_and_output_before_the_script_ends() {
     let server = TestServer::with_workers(1).await;
@@ -76,21 +95,14 @@ async fn flush_sends_headers_and_output_before_the_script_ends() {
             open(server.addr, proto, &format!("/flush.php?token={token}")).await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["x-flushed"], "yes");
-        let mut body = response.into_body();
-        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert_eq!(
-            &first[..],
-            b"first;",
-            "{proto:?}: the flushed part arrives while the script waits"
-        );
-        // Only now does the script learn it may finish.
-        std::fs::write(
+        first_part_arrives_before_the_signal(
+            proto,
+            response,
             std::env::temp_dir().join(format!("tokio_php_flush_{token}")),
-            b"",
+            (b"first;", b"second"),
+            "the flushed part arrives while the script waits",
         )
-        .unwrap();
-        let rest = body.collect().await.unwrap().to_bytes();
-        assert_eq!(&rest[..], b"second", "{proto:?}");
+        .await;
     }
 }
 
@@ -214,16 +226,39 @@ async fn server_sent_events_arrive_in_order_as_the_script_sleeps() {
 
 /// The whole stack (compression included) over the fixtures, one worker.
 async fn stack_server() -> TestServer {
-    TestServer::serve(
-        PoolConfig {
-            workers: 1,
-            ..PoolConfig::default()
-        },
-        |pool| {
-            tokio_php::stack::build(&common::stack_config(), TestServer::php_service(pool)).unwrap()
-        },
-    )
-    .await
+    TestServer::with_stack(1, common::stack_config()).await
+}
+
+/// The compression layer must not hold back what PHP flushed: flush.php's output is text/html
+/// (compressible) and the client accepts brotli, yet the flushed part arrives as written while
+/// the script still waits — an encoder that buffered it, or compressed it, fails this.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushed_html_passes_the_compression_layer_as_written_before_the_script_ends() {
+    let server = stack_server().await;
+    let accepts_br = [("accept-encoding", "br")];
+    for proto in BOTH {
+        let token = format!("z{}{:?}", std::process::id(), proto).to_lowercase();
+        let path = format!("/flush.php?token={token}");
+        let (response, _driver) = open_with(server.addr, proto, &path, &accepts_br).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers()["content-type"].to_str().unwrap();
+        assert!(
+            content_type.starts_with("text/html"),
+            "{proto:?}: a compressible type: {content_type}"
+        );
+        assert!(
+            !response.headers().contains_key("content-encoding"),
+            "{proto:?}: flushed output is not compressed"
+        );
+        first_part_arrives_before_the_signal(
+            proto,
+            response,
+            std::env::temp_dir().join(format!("tokio_php_flush_{token}")),
+            (b"first;", b"second"),
+            "the flushed part arrives as written while the script waits",
+        )
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,20 +279,14 @@ async fn an_event_stream_request_gets_events_unbuffered_and_uncompressed() {
             !response.headers().contains_key("content-encoding"),
             "{proto:?}: events are never compressed"
         );
-        let mut body = response.into_body();
-        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert_eq!(
-            &first[..],
-            b"data: first\n\n",
-            "{proto:?}: the first event arrives without flush() while the script waits"
-        );
-        std::fs::write(
+        first_part_arrives_before_the_signal(
+            proto,
+            response,
             std::env::temp_dir().join(format!("tokio_php_sse_{token}")),
-            b"",
+            (b"data: first\n\n", b"data: second\n\n"),
+            "the first event arrives without flush() while the script waits",
         )
-        .unwrap();
-        let rest = body.collect().await.unwrap().to_bytes();
-        assert_eq!(&rest[..], b"data: second\n\n", "{proto:?}");
+        .await;
     }
 }
 

@@ -47,10 +47,7 @@ async fn metered_server(timeout: Duration) -> (TestServer, Metrics) {
 /// `tokio_php_timed_out_requests_total` as `/metrics` would show it.
 fn timed_out_total(server: &TestServer, metrics: &Metrics) -> u64 {
     let text = metrics.render(0, Some(server.pool.stats()));
-    text.lines()
-        .find_map(|line| line.strip_prefix("tokio_php_timed_out_requests_total "))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("no timeout counter in:\n{text}"))
+    common::metric(&text, "tokio_php_timed_out_requests_total") as u64
 }
 
 /// After a 504, the worker must be free again within a second (it is in milliseconds when the

@@ -559,6 +559,9 @@ mod tests {
         let (writer, reader) = spool(limits(1, 0, Duration::from_secs(30)), None);
         writer.send(Bytes::from_static(b"ab")).unwrap();
         let dropper = std::thread::spawn(move || {
+            // Not synchronisation: the outcome is the same whichever comes first (a reader gone
+            // before the send is `Closed` too). The pause lets the writer block first, the case
+            // this test is about; the spool has no hook that says it is waiting.
             std::thread::sleep(Duration::from_millis(20));
             drop(reader);
         });

@@ -3,11 +3,13 @@
 #![allow(dead_code)]
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+use super::require_one_of;
 
 /// How long the server may take to answer its first ping.
 const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
@@ -30,10 +32,13 @@ impl MariaDb {
     /// creates the database and the user. Panics, saying how to install MariaDB, when it is
     /// missing.
     pub fn start() -> MariaDb {
-        let install_db = find_program(&["mariadb-install-db", "mysql_install_db"]);
-        let server = find_program(&["mariadbd", "mysqld"]);
-        let admin = find_program(&["mariadb-admin", "mysqladmin"]);
-        let client = find_program(&["mariadb", "mysql"]);
+        let server_package = "Debian package mariadb-server";
+        let client_package = "Debian package mariadb-client";
+        let install_db =
+            require_one_of(&["mariadb-install-db", "mysql_install_db"], server_package);
+        let server = require_one_of(&["mariadbd", "mysqld"], server_package);
+        let admin = require_one_of(&["mariadb-admin", "mysqladmin"], client_package);
+        let client = require_one_of(&["mariadb", "mysql"], client_package);
 
         // A short path: Unix socket paths are limited to about 100 bytes.
         let dir = tempfile::Builder::new()
@@ -190,31 +195,6 @@ impl Drop for MariaDb {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The first of `names` found on PATH or in the sbin directories (where Debian puts `mariadbd`,
-/// often missing from a user's PATH). Panics saying how to install it.
-fn find_program(names: &[&str]) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs: Vec<PathBuf> = std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
-        .collect();
-    for name in names {
-        for dir in &dirs {
-            let candidate = dir.join(name);
-            if is_executable(&candidate) {
-                return candidate;
-            }
-        }
-    }
-    panic!(
-        "MariaDB is not installed: none of {names:?} found on PATH or in /usr/sbin. \
-         scripts/install-deps.sh installs mariadb-server and mariadb-client (the test peers)."
-    );
-}
-
-fn is_executable(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
 }
 
 /// Runs a command to completion with captured output, killing it past `limit`.

@@ -150,6 +150,21 @@ impl TestServer {
         )
     }
 
+    /// The whole layer stack built from `config` around the PHP service, on `workers` workers.
+    pub async fn with_stack(workers: usize, config: tokio_php::stack::StackConfig) -> TestServer {
+        TestServer::serve(
+            PoolConfig {
+                workers,
+                ..PoolConfig::default()
+            },
+            move |pool| {
+                tokio_php::stack::build(&config, TestServer::php_service(pool))
+                    .expect("the stack builds")
+            },
+        )
+        .await
+    }
+
     pub async fn with_workers(workers: usize) -> TestServer {
         TestServer::start(
             PoolConfig {
@@ -186,6 +201,94 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// Waits (bounded by `limit`) until `condition` holds, checking every few milliseconds; panics
+/// naming `what` when it never does.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !condition().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        // The poll interval of a bounded wait, not a guess at how long something takes.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A program a test runs as its peer (nginx, php-fpm, promtool, chromium, …): its path, found on
+/// PATH, in the sbin directories or in the tools cache `scripts/install-deps.sh` fills. A test
+/// never skips without its peer: this panics, saying how to install it; `package` names what
+/// provides it, e.g. `"Debian package nginx"`.
+pub fn require_program(name: &str, package: &str) -> PathBuf {
+    require_one_of(&[name], package)
+}
+
+/// [`require_program`] for a peer known under several names: the first one installed.
+pub fn require_one_of(names: &[&str], package: &str) -> PathBuf {
+    find_program(names).unwrap_or_else(|| {
+        panic!(
+            "{} is not installed (looked on PATH, in the sbin directories and in {}): \
+             scripts/install-deps.sh installs it ({package})",
+            names.join(" or "),
+            tools_dir().map_or_else(|| "the tools cache".into(), |d| d.display().to_string()),
+        )
+    })
+}
+
+/// Where `scripts/install-deps.sh` puts the tools that are not Debian packages (hadolint).
+fn tools_dir() -> Option<PathBuf> {
+    let cache = std::env::var_os("TOKIO_PHP_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("tokio_php")))
+        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/tokio_php")))?;
+    Some(cache.join("tools/bin"))
+}
+
+fn find_program(names: &[&str]) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    // Debian puts daemons (mariadbd, php-fpm8.2, nginx) in sbin, often missing from a user's PATH.
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .chain(tools_dir())
+        .collect();
+    names.iter().find_map(|name| {
+        dirs.iter().map(|dir| dir.join(name)).find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// `count` free loopback ports, found by binding them (and released on return, for a peer to
+/// bind: another process could take one in between, which the peer then reports).
+pub fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// One free loopback port, as [`free_ports`].
+pub fn free_port() -> u16 {
+    free_ports(1)[0]
+}
+
+/// The value of an unlabelled series (or one with its labels spelled out) in Prometheus text.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

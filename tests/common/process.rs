@@ -7,6 +7,11 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http::Response;
+
+use super::Proto;
+
 /// The server binary with a test environment: loopback on an ephemeral port, the fixtures, two
 /// workers. Add variables to taste.
 pub fn binary() -> Command {
@@ -95,6 +100,66 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits (bounded) until a log line whose message contains `message` was written; returns it.
+    pub fn wait_for_log_message(&self, message: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self
+                .logs
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l["msg"].as_str().is_some_and(|m| m.contains(message)))
+                .cloned();
+            if let Some(line) = found {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line saying {message:?} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `GET path` on the public port, on a fresh connection.
+    pub async fn get(&self, proto: Proto, path: &str) -> Response<Bytes> {
+        super::get(self.addr, proto, path).await
+    }
+
+    /// `GET path` (HTTP/1.1) on the internal server; panics unless `INTERNAL_ADDR` was set.
+    pub async fn internal_get(&self, path: &str) -> Response<Bytes> {
+        let addr = self.internal.expect("INTERNAL_ADDR set");
+        super::get(addr, Proto::Http1, path).await
+    }
+
+    /// The internal server's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        super::text(&self.internal_get("/metrics").await).to_string()
+    }
+
+    /// Polls the internal `/metrics` (bounded) until `condition` holds; returns the last scrape.
+    pub async fn wait_for_metrics(&self, what: &str, condition: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let scraped = self.metrics().await;
+            if condition(&scraped) {
+                return scraped;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}:\n{scraped}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Sends SIGTERM and returns at once (the server drains); see [`Server::terminate`].
+    pub fn sigterm(&self) {
+        let status = send_sigterm(&self.child).expect("kill runs");
+        assert!(status.success(), "kill -TERM {}: {status}", self.child.id());
     }
 
     pub fn terminate(mut self) -> std::process::ExitStatus {

@@ -616,24 +616,104 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn prompt_streams_are_never_held_back() {
-        assert_eq!(
-            encoding(&respond("br", streamed("text/event-stream", 3)).await),
-            None
-        );
-        let mut response = streamed("text/plain", 3);
-        response
+    /// A streamed response whose chunks the test hands over one at a time.
+    fn fed(
+        content_type: &str,
+    ) -> (
+        Response<TestBody>,
+        tokio::sync::mpsc::UnboundedSender<Bytes>,
+    ) {
+        let (feed, chunks) = tokio::sync::mpsc::unbounded_channel();
+        let response = Response::builder()
+            .header("content-type", content_type)
+            .body(StreamBody::new(Fed(chunks)).boxed_unsync())
+            .unwrap();
+        (response, feed)
+    }
+
+    struct Fed(tokio::sync::mpsc::UnboundedReceiver<Bytes>);
+
+    impl futures_core::Stream for Fed {
+        type Item = Result<http_body::Frame<Bytes>, Infallible>;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            self.0
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|c| Ok(http_body::Frame::data(c))))
+        }
+    }
+
+    /// Puts `response` through the layer, feeds it one chunk and returns the response head with
+    /// what left the layer before any second chunk existed. Run on a paused clock: the minute
+    /// allowed costs no time, and a layer that held the chunk back fails.
+    async fn first_frame(
+        accept: &str,
+        response: Response<TestBody>,
+        feed: tokio::sync::mpsc::UnboundedSender<Bytes>,
+        chunk: Bytes,
+    ) -> (http::response::Parts, Bytes) {
+        let response = std::sync::Mutex::new(Some(response));
+        let service = CompressionLayer::new().layer(service_fn(move |_: Request<()>| {
+            let response = response.lock().unwrap().take().unwrap();
+            async move { Ok::<_, Infallible>(response) }
+        }));
+        let request = Request::builder()
+            .header("accept-encoding", accept)
+            .body(())
+            .unwrap();
+        let (parts, mut body) = service.oneshot(request).await.unwrap().into_parts();
+        feed.send(chunk).unwrap();
+        let first = tokio::time::timeout(std::time::Duration::from_secs(60), body.frame())
+            .await
+            .expect("the chunk leaves the layer before the next one exists")
+            .expect("a frame")
+            .unwrap()
+            .into_data()
+            .unwrap();
+        (parts, first)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn prompt_streams_pass_each_chunk_on_as_written_even_of_a_compressible_type() {
+        let chunk = Bytes::from(format!("{}\n", page(2000)));
+        // text/html is compressible: only the request for prompt delivery keeps it out of an
+        // encoder, so each assertion below fails if that request is ignored.
+        let (mut unbuffered, feed) = fed("text/html");
+        unbuffered
             .headers_mut()
             .insert("x-accel-buffering", "no".parse().unwrap());
-        assert_eq!(encoding(&respond("br", response).await), None);
-        let mut response = streamed("text/html", 3);
-        response.extensions_mut().insert(FlushedEarly);
-        assert_eq!(encoding(&respond("br", response).await), None);
+        let (parts, first) = first_frame("br", unbuffered, feed, chunk.clone()).await;
+        assert!(parts.headers.get("content-encoding").is_none());
         assert_eq!(
-            encoding(&respond("br", streamed("text/html", 3)).await),
-            Some("br"),
-            "plain long output is compressed"
+            first, chunk,
+            "X-Accel-Buffering: no passes the chunk on as is"
         );
+
+        let (mut flushed, feed) = fed("text/html");
+        flushed.extensions_mut().insert(FlushedEarly);
+        let (parts, first) = first_frame("br", flushed, feed, chunk.clone()).await;
+        assert!(parts.headers.get("content-encoding").is_none());
+        assert_eq!(first, chunk, "output PHP flushed early passes on as is");
+
+        // The control: the same stream, not marked, is compressed — and still not held back.
+        let (plain, feed) = fed("text/html");
+        let (parts, first) = first_frame("br", plain, feed, chunk.clone()).await;
+        assert_eq!(parts.headers["content-encoding"], "br", "plain long output");
+        let mut decoded = Vec::new();
+        let _ = brotli::Decompressor::new(&first[..], 4096).read_to_end(&mut decoded);
+        assert_eq!(decoded, chunk, "the compressed chunk is flushed whole");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn server_sent_events_are_not_a_compressible_type_and_pass_on_as_written() {
+        assert!(!COMPRESSIBLE_TYPES.contains(&"text/event-stream"));
+        let chunk = Bytes::from_static(b"data: 1\n\n");
+        let (events, feed) = fed("text/event-stream");
+        let (parts, first) = first_frame("br", events, feed, chunk.clone()).await;
+        assert!(parts.headers.get("content-encoding").is_none());
+        assert!(
+            parts.headers.get("vary").is_none(),
+            "not compressible at all"
+        );
+        assert_eq!(first, chunk);
     }
 }
