@@ -64,6 +64,29 @@ fn bad_configuration_fails_at_startup_naming_the_variable() {
 }
 
 #[test]
+fn an_otlp_protocol_or_timeout_this_build_cannot_honour_stops_startup() {
+    for (variable, value, expected) in [
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "http/protobuf only"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s", "expected milliseconds"),
+    ] {
+        let output = binary()
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+            .env(variable, value)
+            .output()
+            .expect("the binary runs");
+        assert!(
+            !output.status.success(),
+            "{variable}={value} must stop the server"
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(variable) && stderr.contains(expected),
+            "{variable}={value}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn try_files_errors_say_what_is_wrong() {
     for (value, expected) in [
         ("$uri /index.php?$host", "unknown variable $host"),

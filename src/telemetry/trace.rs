@@ -2,7 +2,9 @@
 //!
 //! Enabled by the standard `OTEL_EXPORTER_OTLP_ENDPOINT` variable (or the
 //! `--otel-exporter-otlp-endpoint` flag, or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`); the exporter
-//! reads the other standard `OTEL_EXPORTER_OTLP_*` and `OTEL_BSP_*` variables itself. The service
+//! reads the other standard `OTEL_EXPORTER_OTLP_*` and `OTEL_BSP_*` variables itself, except the
+//! timeout (`…_TIMEOUT`, applied here to the HTTP client too) and the protocol (`http/protobuf`
+//! only: any other value stops startup rather than exporting nothing). The service
 //! name is `OTEL_SERVICE_NAME` (or `--otel-service-name`), `tokio_php` by default.
 //!
 //! Spans keep the ids [`PropagateTraceContextLayer`] chose (and sent in `traceparent`, and logged): the
@@ -23,8 +25,8 @@ use opentelemetry_sdk::trace::{
 };
 use opentelemetry_sdk::Resource;
 
-/// How long one export may take before it is abandoned.
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one export may take before it is abandoned, unless the environment says otherwise.
+const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 thread_local! {
     /// Ids for the span being built on this thread (see [`with_ids`]).
@@ -88,17 +90,19 @@ impl OtelExport {
     /// Exports to `endpoint` (the full traces URL, e.g. `http://collector:4318/v1/traces`;
     /// `None`: from the environment) as `service`.
     pub fn start(endpoint: Option<&str>, service: &str) -> Result<OtelExport, OtelError> {
-        let client =
-            opentelemetry_http::hyper::HyperClient::with_default_connector(EXPORT_TIMEOUT, None);
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        check_protocol(env)?;
+        let timeout = export_timeout(env)?;
+        let client = opentelemetry_http::hyper::HyperClient::with_default_connector(timeout, None);
         let mut builder = SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
             .with_http_client(client)
-            .with_timeout(EXPORT_TIMEOUT);
+            .with_timeout(timeout);
         if let Some(endpoint) = endpoint {
             builder = builder.with_endpoint(endpoint);
         }
-        let exporter = builder.build().map_err(|source| OtelError {
+        let exporter = builder.build().map_err(|source| OtelError::Exporter {
             endpoint: endpoint.map(str::to_string),
             source,
         })?;
@@ -130,12 +134,118 @@ impl OtelExport {
     }
 }
 
-/// The OTLP exporter could not be set up (a malformed endpoint, usually).
+/// The export timeout the OpenTelemetry spec's variables set, in milliseconds: the traces one,
+/// else the general one, else 10 s.
+fn export_timeout(env: impl Fn(&str) -> Option<String>) -> Result<Duration, OtelError> {
+    for variable in [
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+    ] {
+        if let Some(value) = env(variable) {
+            return value
+                .trim()
+                .parse()
+                .map(Duration::from_millis)
+                .map_err(|_| OtelError::Timeout { variable, value });
+        }
+    }
+    Ok(DEFAULT_EXPORT_TIMEOUT)
+}
+
+/// This build exports over HTTP with protobuf only; a collector configured for another protocol
+/// would never get a span, so another value stops startup.
+fn check_protocol(env: impl Fn(&str) -> Option<String>) -> Result<(), OtelError> {
+    for variable in [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ] {
+        if let Some(value) = env(variable) {
+            if value.trim() != "http/protobuf" {
+                return Err(OtelError::Protocol { variable, value });
+            }
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The OTLP exporter could not be set up.
 #[derive(Debug, thiserror::Error)]
-#[error("OTEL_EXPORTER_OTLP_ENDPOINT{}: {source}", endpoint.as_ref().map(|e| format!("={e}")).unwrap_or_default())]
-pub struct OtelError {
-    /// The traces URL given (`None`: taken from the environment).
-    pub endpoint: Option<String>,
-    /// What the exporter said.
-    pub source: opentelemetry_otlp::ExporterBuildError,
+pub enum OtelError {
+    /// The exporter refused its configuration (a malformed endpoint, usually).
+    #[error("OTEL_EXPORTER_OTLP_ENDPOINT{}: {source}", endpoint.as_ref().map(|e| format!("={e}")).unwrap_or_default())]
+    Exporter {
+        /// The traces URL given (`None`: taken from the environment).
+        endpoint: Option<String>,
+        /// What the exporter said.
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+    /// A timeout that is not a number of milliseconds.
+    #[error("{variable}={value:?}: expected milliseconds, e.g. 10000")]
+    Timeout {
+        /// The variable.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// A protocol other than `http/protobuf`.
+    #[error("{variable}={value:?}: this build exports over http/protobuf only")]
+    Protocol {
+        /// The variable.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn the_export_timeout_follows_the_spec_variables() {
+        assert_eq!(export_timeout(env(&[])).unwrap(), DEFAULT_EXPORT_TIMEOUT);
+        assert_eq!(
+            export_timeout(env(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "2500")])).unwrap(),
+            Duration::from_millis(2500)
+        );
+        const BOTH: &[(&str, &str)] = &[
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "700"),
+        ];
+        assert_eq!(
+            export_timeout(env(BOTH)).unwrap(),
+            Duration::from_millis(700)
+        );
+        let error = export_timeout(env(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")])).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "OTEL_EXPORTER_OTLP_TIMEOUT=\"10s\": expected milliseconds, e.g. 10000"
+        );
+    }
+
+    #[test]
+    fn only_http_protobuf_is_accepted_as_the_protocol() {
+        assert!(check_protocol(env(&[])).is_ok());
+        assert!(check_protocol(env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")])).is_ok());
+        let error = check_protocol(env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")])).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                OtelError::Protocol {
+                    variable: "OTEL_EXPORTER_OTLP_PROTOCOL",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+    }
 }
