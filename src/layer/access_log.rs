@@ -29,7 +29,7 @@ use http::{header, Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use tower::{Layer, Service};
 
-use crate::http::ConnInfo;
+use crate::http::{protocol_name, ConnInfo};
 
 /// Applies access logging to a service. See the [module docs](self).
 #[derive(Debug, Clone, Copy)]
@@ -136,7 +136,7 @@ impl Drop for Entry {
             method = %self.method,
             path = %self.path,
             query = %self.query,
-            http_version = ?self.version,
+            http_version = protocol_name(self.version),
             status = self.status,
             bytes = self.bytes,
             duration_ms = (duration_ms * 1000.0).round() / 1000.0,

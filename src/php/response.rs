@@ -108,43 +108,26 @@ impl Default for PhpBody {
 /// but not all of its body will be. The body yields this as its error, so hyper closes an HTTP/1.1
 /// connection without the terminating chunk (or short of its Content-Length) and resets an
 /// HTTP/2 stream (`RST_STREAM`) — the client sees a failed response, not a complete short one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum IncompleteResponse {
     /// The script died after its output started: a fatal error, an uncaught exception,
     /// `memory_limit`.
+    #[error("the script failed after its output started")]
     ScriptFailed,
     /// `REQUEST_TIMEOUT` passed after the response head was sent; the script was stopped.
+    #[error("REQUEST_TIMEOUT passed after the response head was sent; the script was stopped")]
     RequestTimeout,
     /// PHP's `max_execution_time` stopped the script after its output started.
+    #[error("max_execution_time stopped the script after its output started")]
     ExecutionTimeLimit,
     /// The client accepted no output for the write timeout and was given up.
+    #[error("the client accepted no output for the write timeout")]
     ClientStalled,
     /// Output spooled to a temporary file could not be read back.
+    #[error("output spooled to a temporary file could not be read back")]
     OutputLost,
 }
-
-impl fmt::Display for IncompleteResponse {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            IncompleteResponse::ScriptFailed => "the script failed after its output started",
-            IncompleteResponse::RequestTimeout => {
-                "REQUEST_TIMEOUT passed after the response head was sent; the script was stopped"
-            }
-            IncompleteResponse::ExecutionTimeLimit => {
-                "max_execution_time stopped the script after its output started"
-            }
-            IncompleteResponse::ClientStalled => {
-                "the client accepted no output for the write timeout"
-            }
-            IncompleteResponse::OutputLost => {
-                "output spooled to a temporary file could not be read back"
-            }
-        })
-    }
-}
-
-impl std::error::Error for IncompleteResponse {}
 
 impl Body for PhpBody {
     type Data = Bytes;
