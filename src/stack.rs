@@ -279,7 +279,7 @@ pub enum StackError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::StubService;
+    use crate::stub::StubService;
 
     fn future_type<S: Service<R>, R>(_: &S) -> &'static str {
         std::any::type_name::<S::Future>()

@@ -17,7 +17,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("stub", &["http", "php"]),
     ("admin", &["http", "telemetry", "php", "server"]),
     ("config", &["http", "telemetry", "php", "layer", "server"]),
-    ("stack", &["http", "telemetry", "layer", "config"]),
+    ("stack", &["http", "telemetry", "layer", "stub", "config"]),
 ];
 
 /// Parts outside the layering: the crate root (re-exports) and the fuzzing entry points, which
