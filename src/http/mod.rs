@@ -1,6 +1,7 @@
 //! What the layers and [`PhpService`](crate::php::PhpService) share: the request and response
-//! extension types they hand each other, URL → script routing, request body collection and the
-//! plain-text responses the server answers by itself.
+//! extension types they hand each other, URL → script routing, request body collection, the
+//! output spool between a worker thread and a response body, and the plain-text responses the
+//! server answers by itself.
 //!
 //! This module depends on no other part of the crate; everything else may depend on it (see
 //! `docs/architecture.md`).
@@ -10,6 +11,7 @@ mod conn_info;
 mod deadline;
 mod extensions;
 mod route;
+mod spool;
 mod trace;
 
 pub use body::BodyLimits;
@@ -21,6 +23,8 @@ pub(crate) use route::{
     decode_segments, filename_bytes, join_url_path, split_segments, INDEX_SCRIPT,
 };
 pub use route::{DocumentRoot, Resolution, Script};
+pub use spool::IncompleteResponse;
+pub(crate) use spool::{spool, DiskBudget, SpoolLimits, SpoolReader, SpoolWriter};
 pub use trace::{RequestId, TraceContext};
 pub(crate) use trace::{TRACEPARENT, TRACESTATE};
 

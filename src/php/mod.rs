@@ -13,11 +13,10 @@ mod response;
 #[allow(unsafe_code)]
 mod runtime;
 mod service;
-mod spool;
 #[allow(unsafe_code)]
 mod thread;
 
 pub use pool::{PhpPool, PoolConfig, PoolMonitor};
-pub use response::{IncompleteResponse, PhpBody};
+pub use response::PhpBody;
 pub use runtime::{has_thread_timers, version, PhpRuntime, PhpRuntimeConfig, PhpStartError};
 pub use service::{PhpService, PhpServiceConfig, ResponseFuture};

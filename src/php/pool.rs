@@ -13,9 +13,8 @@ use tokio::sync::oneshot;
 
 use super::request::PhpRequest;
 use super::response::{Exchange, OutputSettings, ResponseStart, ScriptCounters};
-use super::spool::{DiskBudget, SpoolLimits};
 use super::thread::{execute, Executed, ThreadHandle};
-use crate::http::{Deadline, RequestBody};
+use crate::http::{Deadline, DiskBudget, RequestBody, SpoolLimits};
 use crate::telemetry::PoolStats;
 
 /// PHP threads need far more stack than Rust's 2 MiB default (deep recursion, the compiler).

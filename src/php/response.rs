@@ -20,8 +20,10 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::oneshot;
 
 use super::ffi;
-use super::spool::{spool, SpoolLimits, SpoolReader, SpoolWriter};
-use crate::http::{Deadline, FlushedEarly, PhpTimings, RequestBody};
+use crate::http::{
+    spool, Deadline, FlushedEarly, IncompleteResponse, PhpTimings, RequestBody, SpoolLimits,
+    SpoolReader, SpoolWriter,
+};
 
 /// The body of a response produced by [`PhpService`](crate::php::PhpService).
 #[derive(Debug)]
@@ -102,31 +104,6 @@ impl Default for PhpBody {
     fn default() -> Self {
         PhpBody::empty()
     }
-}
-
-/// Why a streamed response body breaks off instead of ending: its status and headers are sent,
-/// but not all of its body will be. The body yields this as its error, so hyper closes an HTTP/1.1
-/// connection without the terminating chunk (or short of its Content-Length) and resets an
-/// HTTP/2 stream (`RST_STREAM`) — the client sees a failed response, not a complete short one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum IncompleteResponse {
-    /// The script died after its output started: a fatal error, an uncaught exception,
-    /// `memory_limit`.
-    #[error("the script failed after its output started")]
-    ScriptFailed,
-    /// `REQUEST_TIMEOUT` passed after the response head was sent; the script was stopped.
-    #[error("REQUEST_TIMEOUT passed after the response head was sent; the script was stopped")]
-    RequestTimeout,
-    /// PHP's `max_execution_time` stopped the script after its output started.
-    #[error("max_execution_time stopped the script after its output started")]
-    ExecutionTimeLimit,
-    /// The client accepted no output for the write timeout and was given up.
-    #[error("the client accepted no output for the write timeout")]
-    ClientStalled,
-    /// Output spooled to a temporary file could not be read back.
-    #[error("output spooled to a temporary file could not be read back")]
-    OutputLost,
 }
 
 impl Body for PhpBody {
@@ -634,7 +611,7 @@ mod tests {
             chunk_size,
             spool: SpoolLimits {
                 memory: 1 << 20,
-                disk: Arc::new(crate::php::spool::DiskBudget::new(0)),
+                disk: Arc::new(crate::http::DiskBudget::new(0)),
                 write_timeout: Duration::from_secs(5),
             },
         }

@@ -1,4 +1,5 @@
-//! The output a client has not read yet, between a PHP worker thread and the async response body.
+//! The output a client has not read yet, between a worker thread (PHP's) and the async
+//! response body.
 //!
 //! The worker does not wait for the client: chunks queue in memory up to a limit, then in an
 //! anonymous temporary file, so the script runs to its end and the worker is free while the
@@ -25,7 +26,30 @@ use bytes::{Bytes, BytesMut};
 use tokio::runtime::Handle;
 use tracing::Instrument;
 
-use super::response::IncompleteResponse;
+/// Why a streamed response body breaks off instead of ending: its status and headers are sent,
+/// but not all of its body will be. The body yields this as its error, so hyper closes an HTTP/1.1
+/// connection without the terminating chunk (or short of its Content-Length) and resets an
+/// HTTP/2 stream (`RST_STREAM`) — the client sees a failed response, not a complete short one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IncompleteResponse {
+    /// The script died after its output started: a fatal error, an uncaught exception,
+    /// `memory_limit`.
+    #[error("the script failed after its output started")]
+    ScriptFailed,
+    /// `REQUEST_TIMEOUT` passed after the response head was sent; the script was stopped.
+    #[error("REQUEST_TIMEOUT passed after the response head was sent; the script was stopped")]
+    RequestTimeout,
+    /// PHP's `max_execution_time` stopped the script after its output started.
+    #[error("max_execution_time stopped the script after its output started")]
+    ExecutionTimeLimit,
+    /// The client accepted no output for the write timeout and was given up.
+    #[error("the client accepted no output for the write timeout")]
+    ClientStalled,
+    /// Output spooled to a temporary file could not be read back.
+    #[error("output spooled to a temporary file could not be read back")]
+    OutputLost,
+}
 
 /// Bytes read back from a temp file at a time.
 const READ_SIZE: usize = 64 * 1024;
