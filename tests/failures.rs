@@ -81,6 +81,7 @@ async fn server() -> TestServer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fatal_errors_answer_500_and_every_worker_recovers() {
+    let _one_at_a_time = common::one_at_a_time().await;
     let server = server().await;
     for proto in BOTH {
         let responses = one_per_worker(&server, proto, "/fatal.php?ms=800").await;
@@ -102,6 +103,7 @@ async fn fatal_errors_answer_500_and_every_worker_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uncaught_exceptions_answer_500_and_every_worker_recovers() {
+    let _one_at_a_time = common::one_at_a_time().await;
     let server = server().await;
     for proto in BOTH {
         let responses = one_per_worker(&server, proto, "/exception.php?ms=800").await;
@@ -115,6 +117,7 @@ async fn uncaught_exceptions_answer_500_and_every_worker_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_and_die_send_the_output_so_far() {
+    let _one_at_a_time = common::one_at_a_time().await;
     let server = server().await;
     for proto in BOTH {
         let responses = one_per_worker(&server, proto, "/exit.php?ms=800").await;
@@ -134,6 +137,7 @@ async fn exit_and_die_send_the_output_so_far() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exceeding_memory_limit_answers_500_and_every_worker_recovers() {
+    let _one_at_a_time = common::one_at_a_time().await;
     let server = server().await;
     for proto in BOTH {
         let responses = one_per_worker(&server, proto, "/memory.php?ms=800").await;
@@ -147,6 +151,7 @@ async fn exceeding_memory_limit_answers_500_and_every_worker_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stack_overflow_answers_500_and_its_worker_carries_on() {
+    let _one_at_a_time = common::one_at_a_time().await;
     let server = server().await;
     let mut overflows = 0;
     for proto in BOTH {
@@ -180,6 +185,7 @@ async fn a_stack_overflow_answers_500_and_its_worker_carries_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fatal_error_after_output_keeps_the_status_and_breaks_the_body_off() {
+    let _one_at_a_time = common::one_at_a_time().await;
     let server = server().await;
     for proto in BOTH {
         let (parts, body, end) = get_until_end(server.addr, proto, "/fatal_after_output.php").await;
@@ -202,6 +208,7 @@ async fn a_fatal_error_after_output_keeps_the_status_and_breaks_the_body_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fatal_error_after_output_that_has_not_left_answers_500() {
+    let _one_at_a_time = common::one_at_a_time().await;
     let server = server().await;
     for proto in BOTH {
         let (parts, body, end) =
@@ -222,6 +229,7 @@ async fn a_fatal_error_after_output_that_has_not_left_answers_500() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_closes_a_broken_response_without_its_last_chunk() {
+    let _one_at_a_time = common::one_at_a_time().await;
     let server = server().await;
     let (response, closed) = raw_until_closed(
         server.addr,
@@ -245,6 +253,7 @@ async fn http1_closes_a_broken_response_without_its_last_chunk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_resets_a_broken_response_instead_of_ending_it() {
+    let _one_at_a_time = common::one_at_a_time().await;
     let server = server().await;
     let mut client = H2Client::connect(server.addr, 65_535).await;
     let response = client.get(server.addr, "/fatal_after_output.php").await;
@@ -258,6 +267,7 @@ async fn http2_resets_a_broken_response_instead_of_ending_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_run_in_parallel_on_all_workers() {
+    let _one_at_a_time = common::one_at_a_time().await;
     let server = TestServer::with_workers(2).await;
     for proto in BOTH {
         let responses = concurrent_gets(&server, proto, "/slow.php?ms=500", 2).await;
@@ -283,6 +293,7 @@ async fn requests_run_in_parallel_on_all_workers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_503_at_once_and_recovers() {
+    let _one_at_a_time = common::one_at_a_time().await;
     let server = TestServer::start(
         PoolConfig {
             workers: 1,
@@ -332,6 +343,7 @@ async fn a_full_queue_answers_503_at_once_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_gave_up_free_their_queue_slots() {
+    let _one_at_a_time = common::one_at_a_time().await;
     let server = TestServer::start(
         PoolConfig {
             workers: 1,
@@ -343,9 +355,15 @@ async fn clients_that_gave_up_free_their_queue_slots() {
     .await;
     for proto in BOTH {
         let addr = server.addr;
-        // Long enough that both clients are queued behind it however loaded the machine is.
-        let running =
-            tokio::spawn(async move { common::get(addr, proto, "/slow.php?ms=4000").await });
+        // The worker is held until the test releases it: both clients queue behind it, however
+        // loaded the machine is.
+        let release = std::env::temp_dir().join(format!(
+            "tokio_php-release-gave-up-{}-{proto:?}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&release);
+        let hold = format!("/hold.php?release={}", release.display());
+        let running = tokio::spawn(async move { common::get(addr, proto, &hold).await });
         server
             .wait_for("the worker to be busy", |s| s.busy_workers == 1)
             .await;
@@ -362,31 +380,60 @@ async fn clients_that_gave_up_free_their_queue_slots() {
             assert!(client.await.unwrap_err().is_cancelled());
         }
 
-        // The server learns that a client left when it next looks at that connection, which
-        // for HTTP/1.1 may take a moment; until then a newcomer can still get 503. Ask again,
-        // bounded, until the newcomer is let in.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let after = loop {
-            let response = server.get(proto, "/index.php").await;
-            if response.status() != StatusCode::SERVICE_UNAVAILABLE
-                || std::time::Instant::now() > deadline
-            {
-                break response;
+        // The queue is full of requests nobody waits for. A newcomer takes a place they held:
+        // the queue drops them (and counts them) instead of refusing it. The server learns that
+        // a client left when hyper next looks at its connection, which for HTTP/1.1 is not at
+        // once; until then a newcomer may still get 503: ask again, bounded.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let newcomer = loop {
+            let abandoned_before = server.pool.stats().abandoned;
+            let newcomer =
+                tokio::spawn(async move { common::get(addr, proto, "/index.php").await });
+            common::wait_until(
+                "the newcomer to be queued or refused",
+                Duration::from_secs(30),
+                || {
+                    let decided =
+                        newcomer.is_finished() || server.pool.stats().abandoned > abandoned_before;
+                    async move { decided }
+                },
+            )
+            .await;
+            if !newcomer.is_finished() {
+                break newcomer; // queued in a place an abandoned request held
             }
+            let refused = newcomer.await.unwrap();
+            assert_eq!(
+                refused.status(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{proto:?}: {}",
+                text(&refused)
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{proto:?}: the abandoned requests still hold the queue"
+            );
+            // The poll interval of the bounded retry above.
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
+
+        std::fs::write(&release, b"").unwrap();
+        let released = running.await.unwrap();
+        assert_eq!(text(&released), "released");
+        std::fs::remove_file(&release).unwrap();
+        let after = newcomer.await.unwrap();
         assert_eq!(
             after.status(),
             StatusCode::OK,
             "{proto:?}: {}",
             text(&after)
         );
-        assert_eq!(running.await.unwrap().status(), StatusCode::OK);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fatal_errors_are_counted_by_their_type_not_their_log_text() {
+    let _one_at_a_time = common::one_at_a_time().await;
     let server = TestServer::with_workers(1).await;
     let fatal_errors = || server.pool.stats().fatal_errors;
     let cases = [
@@ -413,6 +460,7 @@ async fn fatal_errors_are_counted_by_their_type_not_their_log_text() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_worker_serves_normally_after_twenty_rounds_of_every_fault() {
+    let _one_at_a_time = common::one_at_a_time().await;
     let server = server().await;
     let faults = [
         ("/fatal.php", StatusCode::INTERNAL_SERVER_ERROR),
@@ -442,6 +490,7 @@ async fn every_worker_serves_normally_after_twenty_rounds_of_every_fault() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_get_413_and_the_next_request_works() {
+    let _one_at_a_time = common::one_at_a_time().await;
     let server = TestServer::start(
         PoolConfig {
             workers: 1,
@@ -490,6 +539,7 @@ async fn oversized_bodies_get_413_and_the_next_request_works() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traversal_never_reaches_outside_the_root() {
+    let _one_at_a_time = common::one_at_a_time().await;
     let server = TestServer::with_workers(1).await;
     for path in [
         "/../secret.php",
@@ -535,6 +585,7 @@ async fn traversal_never_reaches_outside_the_root() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_http_gets_400_and_the_next_request_works() {
+    let _one_at_a_time = common::one_at_a_time().await;
     let server = TestServer::with_workers(1).await;
     for garbage in [
         &b"THIS IS NOT HTTP\r\n\r\n"[..],

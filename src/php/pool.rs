@@ -109,6 +109,8 @@ struct JobQueue {
     state: Mutex<QueueState>,
     job_added: Condvar,
     capacity: usize,
+    /// Jobs dropped unrun because nobody waited for them any more, since start.
+    abandoned: AtomicU64,
 }
 
 struct QueueState {
@@ -126,6 +128,7 @@ impl JobQueue {
             }),
             job_added: Condvar::new(),
             capacity,
+            abandoned: AtomicU64::new(0),
         }
     }
 
@@ -147,12 +150,19 @@ impl JobQueue {
             state.jobs.push_back(job);
         }
         drop(state);
+        self.count_abandoned(abandoned.len());
         drop(abandoned); // their request bodies are freed outside the lock
         if !queued {
             return Err(Rejected::QueueFull);
         }
         self.job_added.notify_one();
         Ok(())
+    }
+
+    fn count_abandoned(&self, jobs: usize) {
+        if jobs > 0 {
+            self.abandoned.fetch_add(jobs as u64, Ordering::Relaxed);
+        }
     }
 
     /// The next job, waiting for one; `None` once the queue is closed and empty.
@@ -228,6 +238,7 @@ impl Submitter {
             spooled_bytes: self.shared.output.spool.disk.used(),
             spool_files: self.shared.output.spool.disk.files(),
             replaced_workers: self.shared.replaced_workers.load(Ordering::Relaxed),
+            abandoned: self.shared.queue.abandoned.load(Ordering::Relaxed),
         }
     }
 }
@@ -389,6 +400,7 @@ fn worker_main(id: usize, shared: Arc<Shared>) {
     let mut request_seq = 0u64;
     while let Some(job) = shared.queue.pop() {
         if job.is_abandoned() {
+            shared.queue.count_abandoned(1);
             continue;
         }
         request_seq += 1;

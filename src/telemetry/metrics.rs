@@ -141,6 +141,11 @@ const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         "PHP worker threads retired after an unrecoverable error and replaced.",
     ),
     (
+        "tokio_php_abandoned_requests_total",
+        Kind::Counter,
+        "Queued requests dropped before a worker took them: their client left or their deadline passed.",
+    ),
+    (
         "tokio_php_php_workers",
         Kind::Gauge,
         "PHP worker threads alive.",
@@ -355,6 +360,13 @@ impl Metrics {
                     &METADATA,
                 )
                 .absolute(pool.replaced_workers);
+            self.inner
+                .recorder
+                .register_counter(
+                    &Key::from_static_name("tokio_php_abandoned_requests_total"),
+                    &METADATA,
+                )
+                .absolute(pool.abandoned);
         }
         self.sample_node();
         inner.handle.render()
@@ -401,6 +413,9 @@ pub struct PoolStats {
     /// Worker threads retired after an unrecoverable error and replaced by fresh ones, since
     /// start.
     pub replaced_workers: u64,
+    /// Queued requests dropped unrun because nobody waited for them any more (the client left,
+    /// or the request's deadline passed), since start.
+    pub abandoned: u64,
     /// Workers running a script right now.
     pub busy_workers: usize,
     /// Worker threads alive.
@@ -508,6 +523,7 @@ mod tests {
             spooled_bytes: 0,
             spool_files: 0,
             replaced_workers: 0,
+            abandoned: 0,
             busy_workers: 0,
             live_workers: 1,
             queued: 0,

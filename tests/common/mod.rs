@@ -203,6 +203,15 @@ impl Drop for TestServer {
     }
 }
 
+/// Runs the tests of one binary that take it one at a time. Tests that watch the pool's queue
+/// while other test servers in the same process push requests over h2c have seen those
+/// requests arrive tens of seconds late (a cross-runtime interaction in one test process,
+/// not reproduced with one server per process); they take this lock.
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
 /// Waits (bounded by `limit`) until `condition` holds, checking every few milliseconds; panics
 /// naming `what` when it never does.
 pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut condition: F)
@@ -320,6 +329,27 @@ pub async fn send(
         .expect("response within 30s")
 }
 
+/// The task driving a client connection, aborted (closing the connection) when the request
+/// that owns it is dropped: a test that aborts a request's task makes its client leave, as a
+/// browser closing its tab does. (A connection task left running would keep the socket open.)
+struct ConnectionTask(tokio::task::AbortHandle);
+
+impl ConnectionTask {
+    fn spawn<F>(connection: F) -> ConnectionTask
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        ConnectionTask(tokio::spawn(connection).abort_handle())
+    }
+}
+
+impl Drop for ConnectionTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn send_inner(
     addr: SocketAddr,
     proto: Proto,
@@ -327,6 +357,7 @@ async fn send_inner(
 ) -> Response<Bytes> {
     let stream = TcpStream::connect(addr).await.unwrap();
     let io = TokioIo::new(stream);
+    let _connection: ConnectionTask;
     let response = match proto {
         Proto::Http1 => {
             if !request.headers().contains_key(http::header::HOST) {
@@ -335,7 +366,7 @@ async fn send_inner(
                     .insert(http::header::HOST, addr.to_string().parse().unwrap());
             }
             let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
-            tokio::spawn(conn);
+            _connection = ConnectionTask::spawn(conn);
             sender.send_request(request).await.unwrap()
         }
         Proto::H2c => {
@@ -345,7 +376,7 @@ async fn send_inner(
                 hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
                     .await
                     .unwrap();
-            tokio::spawn(conn);
+            _connection = ConnectionTask::spawn(conn);
             sender.send_request(request).await.unwrap()
         }
     };
@@ -415,10 +446,11 @@ pub async fn send_until_end(
     tokio::time::timeout(Duration::from_secs(30), async {
         let stream = TcpStream::connect(addr).await.unwrap();
         let io = TokioIo::new(stream);
+        let _connection: ConnectionTask;
         let response = match proto {
             Proto::Http1 => {
                 let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
-                tokio::spawn(conn);
+                _connection = ConnectionTask::spawn(conn);
                 request
                     .headers_mut()
                     .insert(http::header::HOST, addr.to_string().parse().unwrap());
@@ -429,7 +461,7 @@ pub async fn send_until_end(
                     hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
                         .await
                         .unwrap();
-                tokio::spawn(conn);
+                _connection = ConnectionTask::spawn(conn);
                 let uri = format!("http://{addr}{}", request.uri().path_and_query().unwrap());
                 *request.uri_mut() = uri.parse().unwrap();
                 sender.send_request(request).await.unwrap()
