@@ -92,17 +92,8 @@ impl TestServer {
     /// Serves whatever stack `make` builds around a pool.
     pub async fn serve<S, B>(pool: PoolConfig, make: impl FnOnce(&PhpPool) -> S) -> TestServer
     where
-        S: tower::Service<
-                Request<hyper::body::Incoming>,
-                Response = Response<B>,
-                Error = std::convert::Infallible,
-            > + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-        B: http_body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<tokio_php::BoxError>,
+        S: tokio_php::http::HttpService<hyper::body::Incoming, B>,
+        B: tokio_php::http::HttpBody,
     {
         TestServer::serve_with(pool, ServeConfig::default(), make).await
     }
@@ -114,17 +105,8 @@ impl TestServer {
         make: impl FnOnce(&PhpPool) -> S,
     ) -> TestServer
     where
-        S: tower::Service<
-                Request<hyper::body::Incoming>,
-                Response = Response<B>,
-                Error = std::convert::Infallible,
-            > + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-        B: http_body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<tokio_php::BoxError>,
+        S: tokio_php::http::HttpService<hyper::body::Incoming, B>,
+        B: tokio_php::http::HttpBody,
     {
         php_runtime();
         let pool = PhpPool::start(pool).expect("pool starts");
