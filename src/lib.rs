@@ -7,8 +7,6 @@
 //! Start PHP ([`php::PhpRuntime`]) before the tokio runtime, then a [`php::PhpPool`], then serve
 //! a [`php::PhpService`] (wrapped in whatever tower layers you like) with [`server::serve`].
 #![warn(missing_docs)]
-#![deny(unsafe_code)]
-#![deny(clippy::undocumented_unsafe_blocks)]
 #![deny(unreachable_pub)]
 
 pub mod admin;

@@ -1,6 +1,5 @@
 //! The tokio_php server binary: configuration from the environment, PHP started before the tokio
 //! runtime, then the service served until SIGINT/SIGTERM.
-#![deny(unsafe_code)]
 
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};

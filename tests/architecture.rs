@@ -256,9 +256,10 @@ fn unsafe_code_lives_only_in_the_ffi_modules() {
         offenders.is_empty(),
         "unsafe outside the FFI modules: {offenders:?}"
     );
-    let lib = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
-    assert!(lib.contains("#![deny(unsafe_code)]"));
-    assert!(lib.contains("#![deny(clippy::undocumented_unsafe_blocks)]"));
+    let manifest =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("[lints.rust]\nunsafe_code = \"deny\""));
+    assert!(manifest.contains("[lints.clippy]\nundocumented_unsafe_blocks = \"deny\""));
 }
 
 #[test]
