@@ -11,7 +11,12 @@ use http::StatusCode;
 
 /// Runs the binary expecting it to refuse to start; returns its stderr.
 fn startup_error(variable: &str, value: &str) -> String {
-    let output = binary()
+    startup_error_with(binary(), variable, value)
+}
+
+/// [`startup_error`] for a command with more settings of its own.
+fn startup_error_with(mut command: std::process::Command, variable: &str, value: &str) -> String {
+    let output = command
         .env(variable, value)
         .output()
         .expect("the binary runs");
@@ -69,16 +74,9 @@ fn an_otlp_protocol_or_timeout_this_build_cannot_honour_stops_startup() {
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "http/protobuf only"),
         ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s", "expected milliseconds"),
     ] {
-        let output = binary()
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
-            .env(variable, value)
-            .output()
-            .expect("the binary runs");
-        assert!(
-            !output.status.success(),
-            "{variable}={value} must stop the server"
-        );
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let mut command = binary();
+        command.env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318");
+        let stderr = startup_error_with(command, variable, value);
         assert!(
             stderr.contains(variable) && stderr.contains(expected),
             "{variable}={value}: {stderr}"

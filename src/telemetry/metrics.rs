@@ -296,6 +296,12 @@ impl Metrics {
             .register_gauge(&Key::from_static_name(name), &METADATA)
     }
 
+    fn counter(&self, name: &'static str) -> Counter {
+        self.inner
+            .recorder
+            .register_counter(&Key::from_static_name(name), &METADATA)
+    }
+
     /// Samples the gauges and renders everything in the Prometheus text format, given the
     /// client connections open now and the PHP pool's load (none for a server without PHP).
     pub fn render(&self, active_connections: usize, pool: Option<PoolStats>) -> String {
@@ -346,26 +352,11 @@ impl Metrics {
                 .set(pool.spooled_bytes as f64);
             self.gauge("tokio_php_output_spool_files")
                 .set(pool.spool_files as f64);
-            self.inner
-                .recorder
-                .register_counter(
-                    &Key::from_static_name("tokio_php_php_fatal_errors_total"),
-                    &METADATA,
-                )
+            self.counter("tokio_php_php_fatal_errors_total")
                 .absolute(pool.fatal_errors);
-            self.inner
-                .recorder
-                .register_counter(
-                    &Key::from_static_name("tokio_php_php_workers_replaced_total"),
-                    &METADATA,
-                )
+            self.counter("tokio_php_php_workers_replaced_total")
                 .absolute(pool.replaced_workers);
-            self.inner
-                .recorder
-                .register_counter(
-                    &Key::from_static_name("tokio_php_abandoned_requests_total"),
-                    &METADATA,
-                )
+            self.counter("tokio_php_abandoned_requests_total")
                 .absolute(pool.abandoned);
         }
         self.sample_node();
