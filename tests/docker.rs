@@ -36,8 +36,17 @@ fn dockerfile_arg(dockerfile: &str, name: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The extensions `scripts/build-php.sh` configures PHP with.
+/// The extensions `scripts/build-php.sh` configures PHP with, and phpredis, which it builds after.
 fn build_script_extensions() -> BTreeSet<String> {
+    let script = read("scripts/build-php.sh");
+    let mut extensions = configured_extensions(&script);
+    if script.contains("\nextension=redis\n") {
+        extensions.insert("redis".into());
+    }
+    extensions
+}
+
+fn configured_extensions(script: &str) -> BTreeSet<String> {
     const NOT_EXTENSIONS: [&str; 6] = [
         "config-file-path",
         "config-file-scan-dir",
@@ -46,7 +55,7 @@ fn build_script_extensions() -> BTreeSet<String> {
         "zend-max-execution-timers",
         "cli",
     ];
-    read("scripts/build-php.sh")
+    script
         .lines()
         .filter_map(|line| {
             let flag = line.trim();
@@ -92,6 +101,24 @@ fn the_image_has_the_extensions_build_php_sh_builds() {
         installed.is_subset(&image),
         "{installed:?} are installed but not checked"
     );
+}
+
+/// The `redis.*` settings lines of an ini text.
+fn redis_settings(ini: &str) -> Vec<String> {
+    ini.lines()
+        .filter(|line| line.starts_with("redis."))
+        .map(|line| line.replace(' ', ""))
+        .collect()
+}
+
+#[test]
+fn the_image_locks_redis_sessions_like_the_local_build() {
+    let image = redis_settings(&read("docker/php.ini"));
+    assert!(
+        image.contains(&"redis.session.locking_enabled=1".to_string()),
+        "{image:?}"
+    );
+    assert_eq!(image, redis_settings(&read("scripts/build-php.sh")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
