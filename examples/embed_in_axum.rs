@@ -31,11 +31,9 @@ fn with_conn_info(local_addr: SocketAddr) -> impl Fn(Request) -> Request + Clone
         if let Some(&ConnectInfo(remote_addr)) =
             request.extensions().get::<ConnectInfo<SocketAddr>>()
         {
-            request.extensions_mut().insert(ConnInfo {
-                local_addr,
-                remote_addr,
-                tls: None,
-            });
+            request
+                .extensions_mut()
+                .insert(ConnInfo::tcp(local_addr, remote_addr));
         }
         request
     }

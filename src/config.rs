@@ -11,6 +11,7 @@ use clap::{CommandFactory, Parser};
 use serde::Serialize;
 
 use crate::http::BodyLimits;
+use crate::layer::forwarded::{InvalidNetwork, TrustedProxies};
 use crate::layer::try_files::{RuleError, TryFilesRule};
 use crate::php::PoolConfig;
 use crate::server::{ServeConfig, Tls, TlsError};
@@ -119,6 +120,11 @@ pub struct Config {
     /// The rate-limit window, in seconds.
     #[arg(long, env = "RATE_WINDOW", value_name = "RATE_WINDOW", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub rate_window: u64,
+
+    /// Load balancers whose `Forwarded` / `X-Forwarded-For` / `-Proto` / `-Port` headers give the
+    /// client's address, scheme and port: addresses or networks (`10.0.0.0/8, ::1`); empty = none.
+    #[arg(long, env = "TRUSTED_PROXIES", value_name = "TRUSTED_PROXIES", default_value = "", value_parser = parse_trusted_proxies)]
+    pub trusted_proxies: TrustedProxies,
 
     /// `Cache-Control: max-age` for static files: `1d`, `1w`, `1m` (month), `1y`, any `Ns`/`Nh`, or `off`.
     #[arg(long, env = "STATIC_CACHE_TTL", value_name = "STATIC_CACHE_TTL", default_value = "1d", value_parser = parse_cache_ttl)]
@@ -442,6 +448,11 @@ pub fn parse_size(value: &str) -> Result<u64, InvalidValue> {
         .ok()
         .and_then(|n| n.checked_mul(multiplier))
         .ok_or_else(|| InvalidValue::new("a size such as 512K, 64M or 1G", value))
+}
+
+/// `TRUSTED_PROXIES`: networks separated by commas or spaces.
+pub fn parse_trusted_proxies(value: &str) -> Result<TrustedProxies, InvalidNetwork> {
+    value.parse()
 }
 
 /// A `TRY_FILES` rule (nginx's `try_files` syntax), or none when empty.

@@ -3,6 +3,7 @@
 //! Outermost first:
 //!
 //! ```text
+//! TrustForwardedLayer TRUSTED_PROXIES: client address, scheme, port from a trusted balancer
 //! PropagateTraceContextLayer   traceparent in/out, trace/span ids for everything below
 //! OtelLayer           OTEL_EXPORTER_OTLP_ENDPOINT: server span (+ PHP child span) over OTLP
 //! SetRequestIdLayer      X-Request-ID, in every log line
@@ -18,7 +19,9 @@
 //!   inner service     PhpService (or StubService with USE_STUB=1)
 //! ```
 //!
-//! The trace and request ids come first so every later layer logs with them; the access log sits
+//! The client is settled first, so that every layer that reports it or keys on it (OTel, access
+//! log, rate limit) and PHP see the same one; the trace and request ids come next so every later
+//! layer logs with them; the access log sits
 //! outside the rate limiter and error pages so it records 429s and the final status; compression
 //! sits inside error pages (no point compressing a small HTML page) and outside static files;
 //! the timeout covers PHP only, not static files.
@@ -47,11 +50,12 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::config::Config;
 use crate::http::{BoxError, DocumentRoot, HttpService};
+use crate::layer::forwarded::TrustedProxies;
 use crate::layer::try_files::TryFilesRule;
 use crate::layer::{
     AccessLogLayer, CompressionLayer, ErrorPagesLayer, OtelLayer, ProfileLayer,
     PropagateTraceContextLayer, RateLimitLayer, RecordMetricsLayer, SetRequestIdLayer,
-    TimeoutLayer, TryFilesLayer, ValidateRequestLayer,
+    TimeoutLayer, TrustForwardedLayer, TryFilesLayer, ValidateRequestLayer,
 };
 use crate::telemetry::Metrics;
 use opentelemetry_sdk::trace::SdkTracer;
@@ -71,6 +75,8 @@ pub struct StackConfig {
     pub request_timeout: Option<Duration>,
     /// `RATE_LIMIT` per `RATE_WINDOW` (`None`: off).
     pub rate_limit: Option<(u32, Duration)>,
+    /// `TRUSTED_PROXIES` (empty: forwarding headers change nothing).
+    pub trusted_proxies: TrustedProxies,
     /// `STATIC_CACHE_TTL`.
     pub static_cache_ttl: Option<Duration>,
     /// `INDEX_FILE` (strict front controller); not together with `try_files`.
@@ -119,6 +125,7 @@ impl StackConfig {
             request_timeout: config.request_timeout,
             rate_limit: (config.rate_limit > 0)
                 .then(|| (config.rate_limit, Duration::from_secs(config.rate_window))),
+            trusted_proxies: config.trusted_proxies.clone(),
             static_cache_ttl: config.static_cache_ttl,
             index_file,
             try_files: config.try_files.clone(),
@@ -196,7 +203,9 @@ where
         .error_pages
         .clone()
         .unwrap_or_else(ErrorPagesLayer::disabled);
+    let trusted_proxies = Some(config.trusted_proxies.clone()).filter(|t| !t.is_empty());
     Ok(ServiceBuilder::new()
+        .option_layer(trusted_proxies.map(TrustForwardedLayer::new))
         .layer(PropagateTraceContextLayer::new())
         .option_layer(config.otel.clone().map(OtelLayer::new))
         .layer(SetRequestIdLayer::new())
@@ -309,6 +318,7 @@ mod tests {
             document_root: Some(DocumentRoot::new(root).unwrap()),
             request_timeout: Some(Duration::from_secs(5)),
             rate_limit: Some((10, Duration::from_secs(1))),
+            trusted_proxies: "10.0.0.0/8".parse().unwrap(),
             static_cache_ttl: None,
             index_file: None,
             try_files: None,
@@ -325,6 +335,7 @@ mod tests {
             document_root: None,
             request_timeout: None,
             rate_limit: None,
+            trusted_proxies: TrustedProxies::default(),
             error_pages: None,
             profile: false,
             access_log: false,

@@ -35,6 +35,8 @@ fn bad_configuration_fails_at_startup_naming_the_variable() {
         ("LISTEN_ADDR", "not-an-address"),
         ("USE_STUB", "maybe"),
         ("USE_EXT", "perhaps"),
+        ("TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("TRUSTED_PROXIES", "10.0.0.1, balancer.local"),
         ("MAX_BODY_SIZE", "lots"),
         ("BODY_SPILL_THRESHOLD", "1T"),
         ("HEADER_READ_TIMEOUT", "soon"),

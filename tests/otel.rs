@@ -126,13 +126,20 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn start(otlp_endpoint: &str) -> Server {
-    Server::start(
-        binary()
-            .env("PHP_WORKERS", "1")
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_endpoint)
-            .env("OTEL_SERVICE_NAME", "tokio-php-under-test")
-            .env("OTEL_BSP_SCHEDULE_DELAY", "100"),
-    )
+    start_with(otlp_endpoint, &[])
+}
+
+fn start_with(otlp_endpoint: &str, extra: &[(&str, &str)]) -> Server {
+    let mut command = binary();
+    command
+        .env("PHP_WORKERS", "1")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_endpoint)
+        .env("OTEL_SERVICE_NAME", "tokio-php-under-test")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    for (name, value) in extra {
+        command.env(name, value);
+    }
+    Server::start(&mut command)
 }
 
 async fn get(server: &Server, path: &str, traceparent: Option<&str>) -> Response<Bytes> {
@@ -246,6 +253,45 @@ async fn requests_export_server_and_php_spans_with_the_traceparent_ids() {
     assert!(script_us >= 30_000, "the script slept 30 ms: {script_us}");
     assert!(attribute(php_span, "php.queue_us").is_some());
     assert!(php_span.end_time_unix_nano > php_span.start_time_unix_nano);
+    assert!(server.terminate().success());
+    assert_no_bad_export(&mut received);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_balancer_the_span_names_the_forwarded_client() {
+    let (collector, mut received) = otlp_receiver().await;
+    let server = start_with(
+        &format!("http://{collector}"),
+        &[("TRUSTED_PROXIES", "127.0.0.1")],
+    );
+    let request = Request::get("/index.php")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "https")
+        .body(Full::default())
+        .unwrap();
+    let response = common::send(server.addr, Proto::Http1, request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let spans = wait_for_spans(&mut received, 1).await;
+    let (_, span) = spans
+        .iter()
+        .find(|(_, s)| s.kind == 2)
+        .unwrap_or_else(|| panic!("no server span among {spans:?}"));
+    let seen = [
+        "client.address",
+        "url.scheme",
+        "server.port",
+        "network.peer.address",
+    ]
+    .map(|key| attribute(span, key));
+    assert_eq!(
+        seen,
+        [
+            Some("203.0.113.9".into()),
+            Some("https".into()),
+            Some("443".into()),
+            Some("127.0.0.1".into())
+        ]
+    );
     assert!(server.terminate().success());
     assert_no_bad_export(&mut received);
 }

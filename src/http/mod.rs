@@ -16,7 +16,7 @@ mod trace;
 
 pub use body::BodyLimits;
 pub(crate) use body::{collect_body, BodyError, RequestBody};
-pub use conn_info::{ConnInfo, TlsInfo};
+pub use conn_info::{ConnInfo, Forwarded, TlsInfo};
 pub use deadline::Deadline;
 pub use extensions::{FlushedEarly, PhpIni, PhpTimings, ServerGenerated, ServerVars};
 pub(crate) use route::{

@@ -16,6 +16,7 @@
 //! let pool = PhpPool::start(PoolConfig::default())?;
 //! let root = DocumentRoot::new("www")?;
 //! let service = ServiceBuilder::new()
+//!     .layer(TrustForwardedLayer::new("10.0.0.0/8".parse()?))   // TRUSTED_PROXIES
 //!     .layer(PropagateTraceContextLayer::new())                        // traceparent in and out
 //!     .layer(SetRequestIdLayer::new())                           // X-Request-ID
 //!     .layer(AccessLogLayer::new())                           // ACCESS_LOG=1
@@ -33,6 +34,7 @@
 //!
 //! | layer | what it does |
 //! |---|---|
+//! | [`TrustForwardedLayer`] | `TRUSTED_PROXIES`: the client's address, scheme and port from a trusted balancer's `Forwarded` / `X-Forwarded-*` |
 //! | [`PropagateTraceContextLayer`] | W3C `traceparent` in and out, a random span id per request, `TRACE_ID`/`SPAN_ID`/`PARENT_SPAN_ID` for PHP |
 //! | [`SetRequestIdLayer`] | `X-Request-ID` kept (if sane) or derived from the trace; in every log line |
 //! | [`OtelLayer`] | OpenTelemetry server span (+ a PHP child span), exported over OTLP |
@@ -58,6 +60,7 @@
 pub mod access_log;
 pub mod compression;
 pub mod error_pages;
+pub mod forwarded;
 pub mod metrics;
 pub mod otel;
 pub mod profile;
@@ -72,6 +75,7 @@ pub mod validate_request;
 pub use access_log::{AccessLog, AccessLogBody, AccessLogLayer};
 pub use compression::{Compression, CompressionBody, CompressionLayer};
 pub use error_pages::{ErrorPages, ErrorPagesLayer};
+pub use forwarded::{TrustForwarded, TrustForwardedLayer};
 pub use metrics::{RecordMetrics, RecordMetricsLayer};
 pub use otel::{Otel, OtelLayer};
 pub use profile::{Profile, ProfileLayer};

@@ -80,22 +80,22 @@ impl<S> Otel<S> {
             attributes.push(KeyValue::new("url.query", query.to_string()));
         }
         if let Some(conn) = request.extensions().get::<ConnInfo>() {
-            attributes.push(KeyValue::new(
-                "url.scheme",
-                if conn.tls.is_some() { "https" } else { "http" },
-            ));
+            attributes.push(KeyValue::new("url.scheme", conn.scheme()));
             attributes.push(KeyValue::new(
                 "client.address",
-                conn.remote_addr.ip().to_string(),
+                conn.client_ip().to_string(),
             ));
-            attributes.push(KeyValue::new(
-                "client.port",
-                i64::from(conn.remote_addr.port()),
-            ));
-            attributes.push(KeyValue::new(
-                "server.port",
-                i64::from(conn.local_addr.port()),
-            ));
+            if let Some(port) = conn.client_port() {
+                attributes.push(KeyValue::new("client.port", i64::from(port)));
+            }
+            attributes.push(KeyValue::new("server.port", i64::from(conn.server_port())));
+            if conn.forwarded.is_some() {
+                // The balancer the request came through.
+                attributes.push(KeyValue::new(
+                    "network.peer.address",
+                    conn.remote_addr.ip().to_string(),
+                ));
+            }
         }
         if let Some(agent) = request
             .headers()

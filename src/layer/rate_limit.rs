@@ -231,7 +231,7 @@ where
                 },
             };
         };
-        let decision = shared.decide(conn.remote_addr.ip());
+        let decision = shared.decide(conn.client_ip());
         let headers = shared.headers(&decision);
         if decision.allowed {
             let future = self.inner.call(request);
@@ -242,7 +242,7 @@ where
                 },
             };
         }
-        tracing::info!(client_ip = %conn.remote_addr.ip(), "rate limit exceeded; answering 429");
+        tracing::info!(client_ip = %conn.client_ip(), "rate limit exceeded; answering 429");
         let mut response = plain_response(StatusCode::TOO_MANY_REQUESTS).map(Full::new);
         let response_headers = response.headers_mut();
         response_headers.extend(headers);

@@ -248,15 +248,17 @@ fn add_cgi_vars(
     vars.add("SERVER_PROTOCOL", protocol_name(parts.version));
     vars.add("SERVER_NAME", &server_name);
     vars.add_display("SERVER_ADDR", conn.local_addr.ip());
-    vars.add_display("SERVER_PORT", conn.local_addr.port());
-    vars.add_display("REMOTE_ADDR", conn.remote_addr.ip());
-    vars.add_display("REMOTE_PORT", conn.remote_addr.port());
-    vars.add(
-        "REQUEST_SCHEME",
-        if conn.tls.is_some() { "https" } else { "http" },
-    );
-    if let Some(tls) = &conn.tls {
+    // The client's side, after a trusted proxy's forwarding headers (layer::forwarded).
+    vars.add_display("SERVER_PORT", conn.server_port());
+    vars.add_display("REMOTE_ADDR", conn.client_ip());
+    if let Some(port) = conn.client_port() {
+        vars.add_display("REMOTE_PORT", port);
+    }
+    vars.add("REQUEST_SCHEME", conn.scheme());
+    if conn.is_https() {
         vars.add("HTTPS", "on");
+    }
+    if let Some(tls) = &conn.tls {
         vars.add("SSL_PROTOCOL", tls.protocol);
         vars.add("SSL_CIPHER", tls.cipher);
     }

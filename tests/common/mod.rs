@@ -55,6 +55,7 @@ pub fn stack_config() -> tokio_php::stack::StackConfig {
         document_root: Some(DocumentRoot::new(fixtures_root()).unwrap()),
         request_timeout: None,
         rate_limit: None,
+        trusted_proxies: Default::default(),
         static_cache_ttl: None,
         index_file: None,
         try_files: None,
