@@ -130,8 +130,23 @@ php_built() {
 # php-redis source package and enabled by conf.d/20-redis.ini, which records the version built.
 # PHP's rebuild empties the prefix, so phpredis is rebuilt with it.
 PHPREDIS_INI="$prefix/etc/conf.d/20-redis.ini"
+# The session lock settings (docker/php.ini has the same; tests/docker.rs compares them).
+PHPREDIS_SETTINGS=$(cat <<'INI'
+extension=redis
+; With session.save_handler=redis, a request holds its session's lock from session_start() to
+; its end (or session_write_close()), so that concurrent requests of one user do not overwrite
+; each other's updates. A waiting request retries every 10 ms for up to 10 s, then
+; session_start() fails. A lock lives 120 s, REQUEST_TIMEOUT's default: it expires only when its
+; holder is gone (a replica killed), not while the request that holds it may still run.
+redis.session.locking_enabled = 1
+redis.session.lock_wait_time = 10000
+redis.session.lock_retries = 1000
+redis.session.lock_expire = 120
+INI
+)
 phpredis_built() {
-  [ -f "$PHPREDIS_INI" ] && grep -q '^; phpredis ' "$PHPREDIS_INI" &&
+  [ -f "$PHPREDIS_INI" ] &&
+    [ "$(sed -n '/^extension=redis$/,$p' "$PHPREDIS_INI")" = "$PHPREDIS_SETTINGS" ] &&
     [ -f "$("$prefix/bin/php-config" --extension-dir)/redis.so" ]
 }
 
@@ -162,18 +177,8 @@ build_phpredis() {
       make install >install.log 2>&1
   ) || die "building phpredis failed (see the logs in $dir)"
   mkdir -p "$prefix/etc/conf.d"
-  cat >"$PHPREDIS_INI" <<INI
-; phpredis $version, from Debian's php-redis source package (scripts/build-php.sh).
-extension=redis
-; With session.save_handler=redis, a request holds its session's lock from session_start() to
-; its end (or session_write_close()), so that concurrent requests of one user do not overwrite
-; each other's updates. A waiting request retries every 10 ms for up to 10 s, then
-; session_start() fails. A lock whose holder died (a replica killed) expires after 60 s.
-redis.session.locking_enabled = 1
-redis.session.lock_wait_time = 10000
-redis.session.lock_retries = 1000
-redis.session.lock_expire = 60
-INI
+  printf '; phpredis %s, from Debian'"'"'s php-redis source package (scripts/build-php.sh).\n%s\n' \
+    "$version" "$PHPREDIS_SETTINGS" >"$PHPREDIS_INI"
   "$prefix/bin/php" -r 'exit(extension_loaded("redis") ? 0 : 1);' ||
     die "phpredis was built but PHP does not load it"
 }
