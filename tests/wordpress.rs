@@ -30,8 +30,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::mariadb::{run_bounded, MariaDb};
+use common::mariadb::MariaDb;
 use common::process::{binary, Server};
+use common::run_bounded;
 use common::Proto;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;

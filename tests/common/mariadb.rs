@@ -4,7 +4,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -75,7 +75,7 @@ impl MariaDb {
         if as_root {
             install.arg("--user=root");
         }
-        let output = run_bounded(&mut install, STARTUP_DEADLINE);
+        let output = super::run_bounded(&mut install, STARTUP_DEADLINE);
         assert!(
             output.status.success(),
             "{} failed ({}):\n{}{}",
@@ -128,7 +128,7 @@ impl MariaDb {
                 );
             }
             if db.socket.exists() {
-                let ping = run_bounded(
+                let ping = super::run_bounded(
                     Command::new(&admin)
                         .arg("--no-defaults")
                         .arg(format!("--socket={}", db.socket.display()))
@@ -163,7 +163,7 @@ impl MariaDb {
 
     /// Runs SQL as MariaDB's root over the socket; panics with the client's error.
     pub fn sql_as_root(&self, sql: &str) -> String {
-        let output = run_bounded(
+        let output = super::run_bounded(
             Command::new(&self.client)
                 .arg("--no-defaults")
                 .arg(format!("--socket={}", self.socket.display()))
@@ -194,45 +194,5 @@ impl Drop for MariaDb {
         // The data is thrown away: no need for a clean shutdown.
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Runs a command to completion with captured output, killing it past `limit`.
-pub fn run_bounded(command: &mut Command, limit: Duration) -> Output {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    // Read both pipes on threads so a chatty command cannot block on a full pipe.
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut stdout, &mut buf);
-        buf
-    });
-    let err = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut stderr, &mut buf);
-        buf
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{command:?} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
     }
 }
