@@ -6,15 +6,13 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use bytes::Bytes;
 use common::process::{binary, Server};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use serde_json::{json, Value};
-use tokio::net::TcpSocket;
 
 const BALANCER: &str = "127.0.0.1";
 const STRANGER: &str = "127.0.0.3";
@@ -37,27 +35,14 @@ async fn get_from(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Response<Bytes> {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket
-        .bind(SocketAddr::new(source.parse().unwrap(), 0))
-        .unwrap();
-    let stream = socket.connect(server.addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    let connection = tokio::spawn(connection);
     let mut request = Request::get(path).header("host", "app.example");
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let response = sender
-        .send_request(request.body(Full::<Bytes>::default()).unwrap())
+    let request = request.body(Full::<Bytes>::default()).unwrap();
+    common::exchange(server.addr, Some(source.parse().unwrap()), request)
         .await
-        .unwrap();
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    connection.abort();
-    Response::from_parts(parts, body)
+        .unwrap()
 }
 
 /// `$_SERVER` as `server.php` saw it.

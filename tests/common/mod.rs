@@ -5,7 +5,7 @@
 pub mod mariadb;
 pub mod process;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -366,6 +366,47 @@ async fn send_inner(
     let (parts, body) = response.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     Response::from_parts(parts, body)
+}
+
+/// Sends one HTTP/1.1 request on a fresh connection (from `source`, when given) and collects
+/// the response; a failure is returned, not panicked on, so that a load loop can count it.
+pub async fn exchange(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    request: Request<Full<Bytes>>,
+) -> Result<Response<Bytes>, String> {
+    let attempt = async {
+        let stream = match source {
+            None => TcpStream::connect(addr).await,
+            Some(ip) => {
+                let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+                socket
+                    .bind(SocketAddr::new(ip, 0))
+                    .map_err(|e| e.to_string())?;
+                socket.connect(addr).await
+            }
+        }
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        let connection = tokio::spawn(connection);
+        let result = async {
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+            Ok(Response::from_parts(parts, body))
+        }
+        .await;
+        connection.abort();
+        result
+    };
+    tokio::time::timeout(Duration::from_secs(30), attempt)
+        .await
+        .unwrap_or_else(|_| Err(format!("no response from {addr} within 30 s")))
 }
 
 /// Writes raw bytes on a fresh connection and reads until the server closes it (or 5 s pass).
