@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::process::{binary, Server};
 use common::{metric, text, Proto, BOTH};
 use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Runs the binary expecting it to refuse to start; returns its stderr.
 fn startup_error(variable: &str, value: &str) -> String {
@@ -283,6 +284,35 @@ async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
             body.len()
         );
     }
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_opened_before_sigterm_gets_its_request_served() {
+    // A balancer's connection made just before the drain, its request still on the way: hyper
+    // would close a connection that has sent nothing at once; the server gives it a moment.
+    let server = Server::start(binary().env("INTERNAL_ADDR", "127.0.0.1:0"));
+    let mut early = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    server
+        .wait_for_metrics("the early connection accepted", |m| {
+            metric(m, "tokio_php_active_connections") >= 1.0
+        })
+        .await;
+    server.sigterm();
+    server.wait_for_log_message("draining open connections");
+    early
+        .write_all(b"GET /index.php HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), early.read_to_end(&mut response))
+        .await
+        .expect("the server answers and closes within 10 s")
+        .expect("the connection is closed, not reset");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.contains("\r\nconnection: close\r\n"), "{response}");
     let status = server.terminate();
     assert!(status.success(), "exit status {status}");
 }

@@ -4,36 +4,65 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
-/// When a connection last sent or received a byte.
+/// When a connection last sent or received a byte, and whether it ever received one.
 #[derive(Debug, Clone)]
 pub(crate) struct Activity {
     origin: Instant,
-    last_ms: Arc<AtomicU64>,
+    state: Arc<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Milliseconds from `origin` to the last byte moved.
+    last_ms: AtomicU64,
+    received: AtomicBool,
+    first_received: Notify,
 }
 
 impl Activity {
     pub(crate) fn new() -> Activity {
         Activity {
             origin: Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
+            state: Arc::default(),
+        }
+    }
+
+    /// Whether the peer has sent anything yet (for TLS: anything after the handshake).
+    pub(crate) fn has_received(&self) -> bool {
+        self.state.received.load(Ordering::Relaxed)
+    }
+
+    /// Completes once the peer has sent something.
+    pub(crate) async fn first_received(&self) {
+        if !self.has_received() {
+            self.state.first_received.notified().await;
         }
     }
 
     fn touch(&self) {
         let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(now, Ordering::Relaxed);
+        self.state.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn received(&self) {
+        if !self.has_received() {
+            self.state.received.store(true, Ordering::Relaxed);
+            // A stored permit: a waiter that checked just before still wakes.
+            self.state.first_received.notify_one();
+        }
     }
 
     /// When the connection becomes idle for `timeout`, unless bytes move before then.
     pub(crate) fn idle_deadline(&self, timeout: Duration) -> Instant {
-        self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + timeout
+        self.origin + Duration::from_millis(self.state.last_ms.load(Ordering::Relaxed)) + timeout
     }
 }
 
@@ -63,6 +92,7 @@ impl<T: AsyncRead> AsyncRead for IdleIo<T> {
         let result = this.inner.poll_read(cx, buf);
         if buf.filled().len() > before {
             this.activity.touch();
+            this.activity.received();
         }
         result
     }

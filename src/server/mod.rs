@@ -168,28 +168,22 @@ where
     let mut shutdown = std::pin::pin!(shutdown);
 
     tracing::info!(server = config.name, %local_addr, tls = config.tls.is_some(), "listening");
-    loop {
-        let (stream, remote_addr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(error) => {
-                    accept_error_pause(&error).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    // Owns what it uses (a reference to `service` would make this future need `S: Sync`).
+    let (stats, keep_alive_timeout, tls) = (
+        config.stats.clone(),
+        config.keep_alive_timeout,
+        config.tls.clone(),
+    );
+    let spawn = move |stream: TcpStream, remote_addr: SocketAddr| {
         let _ = stream.set_nodelay(true);
-        let open = config.stats.opened();
-        let info = ConnInfo::tcp(local_addr, remote_addr);
-        let builder = Arc::clone(&builder);
         let lifecycle = Lifecycle {
             stopping: stopping.clone(),
-            keep_alive_timeout: config.keep_alive_timeout,
-            _open: open,
+            keep_alive_timeout,
+            _open: stats.opened(),
         };
-        let service = service.clone();
-        match config.tls.clone() {
+        let info = ConnInfo::tcp(local_addr, remote_addr);
+        let (builder, service) = (Arc::clone(&builder), service.clone());
+        match tls.clone() {
             None => {
                 let service = WithConnInfo {
                     inner: service,
@@ -203,8 +197,23 @@ where
                 ));
             }
         }
+    };
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote_addr)) => spawn(stream, remote_addr),
+                Err(error) => accept_error_pause(&error).await,
+            },
+            () = &mut shutdown => break,
+        }
     }
 
+    // Connections the kernel completed before the shutdown are clients that already sent, or
+    // are sending, a request (a balancer's, typically): serve them rather than let closing the
+    // listener reset them.
+    for (stream, remote_addr) in queued_connections(&listener) {
+        spawn(stream, remote_addr);
+    }
     drop(listener);
     config.stats.draining.store(true, Ordering::Relaxed);
     tracing::info!("shutting down: draining open connections");
@@ -216,6 +225,16 @@ where
         }
     }
     Ok(())
+}
+
+/// The connections waiting in the listener's accept queue, taken without waiting.
+fn queued_connections(listener: &TcpListener) -> Vec<(TcpStream, SocketAddr)> {
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    std::iter::from_fn(|| match listener.poll_accept(&mut context) {
+        std::task::Poll::Ready(Ok(connection)) => Some(connection),
+        _ => None,
+    })
+    .collect()
 }
 
 /// Inserts the connection's [`ConnInfo`] into each request's extensions.
@@ -260,7 +279,9 @@ struct Lifecycle {
 ///
 /// The connection is asked to shut down gracefully (HTTP/2 GOAWAY, HTTP/1 close after the current
 /// response; requests in flight finish) when the server stops or no byte moved for the
-/// keep-alive timeout.
+/// keep-alive timeout. A connection that has sent nothing yet when the server stops gets
+/// [`FIRST_REQUEST_GRACE`] first: hyper closes such a connection at once, and it may be a
+/// balancer's, opened just before the drain with its request on the way.
 async fn serve_connection<IO, S, B>(
     builder: Arc<auto::Builder<TokioExecutor>>,
     mut lifecycle: Lifecycle,
@@ -275,11 +296,19 @@ async fn serve_connection<IO, S, B>(
     let io = TokioIo::new(IdleIo::new(io, activity.clone()));
     let connection = builder.serve_connection(io, TowerToHyperService::new(service));
     let mut connection = std::pin::pin!(connection);
-    let mut closing = *lifecycle.stopping.borrow();
-    if closing {
-        connection.as_mut().graceful_shutdown();
+    // When the server's stop reaches this connection, and whether it was passed on to hyper.
+    let mut stop_at = None;
+    let mut closing = false;
+    if *lifecycle.stopping.borrow() {
+        stop_at = Some(graceful_stop_at(&activity));
     }
     loop {
+        if stop_at.is_some_and(|at| activity.has_received() || at <= tokio::time::Instant::now())
+            && !closing
+        {
+            closing = true;
+            connection.as_mut().graceful_shutdown();
+        }
         let idle_at = activity.idle_deadline(lifecycle.keep_alive_timeout);
         tokio::select! {
             result = connection.as_mut() => {
@@ -288,13 +317,14 @@ async fn serve_connection<IO, S, B>(
                 }
                 return;
             }
-            changed = lifecycle.stopping.changed(), if !closing => {
+            changed = lifecycle.stopping.changed(), if stop_at.is_none() => {
                 if changed.is_err() || *lifecycle.stopping.borrow() {
-                    closing = true;
-                    connection.as_mut().graceful_shutdown();
+                    stop_at = Some(graceful_stop_at(&activity));
                 }
             }
-            () = tokio::time::sleep_until(idle_at), if !closing => {
+            () = sleep_until_some(stop_at), if !closing => {}
+            () = activity.first_received(), if !closing && stop_at.is_some() => {}
+            () = tokio::time::sleep_until(idle_at), if !closing && stop_at.is_none() => {
                 if activity.idle_deadline(lifecycle.keep_alive_timeout) <= tokio::time::Instant::now() {
                     tracing::debug!("closing an idle connection");
                     closing = true;
@@ -302,6 +332,28 @@ async fn serve_connection<IO, S, B>(
                 }
             }
         }
+    }
+}
+
+/// How long a connection that has sent nothing yet gets, once the server stops, to send its
+/// request.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
+/// When a stopping server shuts `activity`'s connection down: now, unless it has sent nothing
+/// yet (then after [`FIRST_REQUEST_GRACE`], or as soon as its first bytes are read).
+fn graceful_stop_at(activity: &Activity) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    if activity.has_received() {
+        now
+    } else {
+        now + FIRST_REQUEST_GRACE
+    }
+}
+
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
