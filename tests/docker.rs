@@ -348,6 +348,68 @@ fn docker_compose_accepts_every_profile_and_passes_every_variable_through() {
     assert_eq!(traces["receivers"][0], "otlp");
 }
 
+#[test]
+fn the_replicas_profile_puts_replicas_with_redis_sessions_behind_nginx() {
+    let config = compose_config(&["replicas"], &[]);
+    assert_eq!(
+        services(&config, &["replicas"]),
+        BTreeSet::from(["balancer", "redis", "tokio_php", "tokio_php_replica"].map(String::from))
+    );
+    let replica = &config["services"]["tokio_php_replica"];
+    assert_eq!(replica["deploy"]["replicas"], 3);
+    let env = environment(&config, "tokio_php_replica");
+    assert_eq!(env["PHP_INI_SESSION__SAVE_HANDLER"], "redis");
+    assert_eq!(env["PHP_INI_SESSION__SAVE_PATH"], "tcp://redis:6379");
+    assert!(env["TRUSTED_PROXIES"].contains("172.16.0.0/12"), "{env:?}");
+    assert_eq!(env["LISTEN_ADDR"], "0.0.0.0:8080");
+    assert!(
+        !env.contains_key("TLS_CERT"),
+        "the replicas inherit the plain service's environment"
+    );
+    let mounts = serde_yaml::to_string(&config["services"]["balancer"]["volumes"]).unwrap();
+    for file in ["docker/nginx-balancer.conf", "docker/nginx-proxy.conf"] {
+        assert!(mounts.contains(file), "{file} is not mounted: {mounts}");
+    }
+}
+
+#[test]
+fn nginx_accepts_the_balancer_configuration() {
+    // The compose file's nginx, on this machine: the replicas' service name and the include's
+    // path in the image become local ones.
+    let run = tempfile::tempdir().unwrap();
+    let balancer = read("docker/nginx-balancer.conf")
+        .replace("tokio_php_replica:8080", "127.0.0.1:8080")
+        .replace(
+            "/etc/nginx/tokio_php_proxy.conf",
+            &repo().join("docker/nginx-proxy.conf").display().to_string(),
+        )
+        .replace(
+            "listen 80;",
+            &format!("listen 127.0.0.1:{};", common::free_port()),
+        );
+    assert!(balancer.contains("server 127.0.0.1:8080 "), "{balancer}");
+    std::fs::write(run.path().join("balancer.conf"), balancer).unwrap();
+    std::fs::write(
+        run.path().join("nginx.conf"),
+        format!(
+            "pid {run}/nginx.pid;\nerror_log {run}/error.log;\nevents {{}}\n\
+             http {{\n  include {run}/balancer.conf;\n}}\n",
+            run = run.path().display()
+        ),
+    )
+    .unwrap();
+    let output = Command::new(common::require_program("nginx", "Debian package nginx"))
+        .args(["-t", "-q", "-c"])
+        .arg(run.path().join("nginx.conf"))
+        .output()
+        .expect("nginx runs");
+    assert!(
+        output.status.success(),
+        "nginx -t: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compose_environment_starts_the_server() {
     let config = compose_config(&[], &[]);

@@ -6,9 +6,10 @@
 //! `session.save_handler=redis` (phpredis, built into our PHP by `scripts/build-php.sh`, with
 //! session locking on) and `TRUSTED_PROXIES=127.0.0.2`, and nginx in front of them: round robin,
 //! no upstream keepalive, `proxy_bind 127.0.0.2` (the replicas see the balancer as the trusted
-//! 127.0.0.2, while the test's client connects from 127.0.0.1, which is not trusted),
-//! `X-Forwarded-For` / `-Proto`, `proxy_next_upstream error timeout http_502 http_503` and an
-//! `X-Upstream` response header naming the replica (or replicas, on a retry) that answered.
+//! 127.0.0.2, while the test's client connects from 127.0.0.1, which is not trusted), the
+//! compose file's balancer settings (`docker/nginx-proxy.conf`: `X-Forwarded-For` / `-Proto`,
+//! `proxy_next_upstream error timeout http_502 http_503`) and an `X-Upstream` response header
+//! naming the replica (or replicas, on a retry) that answered.
 //!
 //! Proven here:
 //! - a login on one replica is seen by the others, and `REMOTE_ADDR` is the client's address
@@ -215,16 +216,16 @@ impl Cluster {
                  server {{\n    listen 127.0.0.1:{port};\n    server_name replicas.test;\n    \
                  location / {{\n      \
                  proxy_pass http://replicas;\n      \
+                 include {proxy_settings};\n      \
                  proxy_bind {BALANCER_IP};\n      \
-                 proxy_set_header Host $host;\n      \
-                 proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      \
-                 proxy_set_header X-Forwarded-Proto $scheme;\n      \
-                 proxy_next_upstream error timeout http_502 http_503;\n      \
-                 proxy_connect_timeout 1s;\n      \
                  add_header X-Upstream $upstream_addr always;\n    \
                  }}\n  }}\n}}\n",
                 run = run.display(),
                 port = self.balancer.port(),
+                // The settings the compose file's balancer uses.
+                proxy_settings = Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("docker/nginx-proxy.conf")
+                    .display(),
             ),
         )
         .unwrap();
