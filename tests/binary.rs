@@ -310,9 +310,10 @@ async fn a_connection_opened_before_sigterm_gets_its_request_served() {
         .await
         .expect("the server answers and closes within 10 s")
         .expect("the connection is closed, not reset");
+    // Closed after its response (which says `connection: close` when the shutdown reached the
+    // connection before the response was written).
     let response = String::from_utf8_lossy(&response);
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
-    assert!(response.contains("\r\nconnection: close\r\n"), "{response}");
     let status = server.terminate();
     assert!(status.success(), "exit status {status}");
 }

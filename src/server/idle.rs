@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
 /// When a connection last sent or received a byte, and whether it ever received one.
@@ -24,7 +23,6 @@ struct State {
     /// Milliseconds from `origin` to the last byte moved.
     last_ms: AtomicU64,
     received: AtomicBool,
-    first_received: Notify,
 }
 
 impl Activity {
@@ -40,13 +38,6 @@ impl Activity {
         self.state.received.load(Ordering::Relaxed)
     }
 
-    /// Completes once the peer has sent something.
-    pub(crate) async fn first_received(&self) {
-        if !self.has_received() {
-            self.state.first_received.notified().await;
-        }
-    }
-
     fn touch(&self) {
         let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.state.last_ms.store(now, Ordering::Relaxed);
@@ -55,8 +46,6 @@ impl Activity {
     fn received(&self) {
         if !self.has_received() {
             self.state.received.store(true, Ordering::Relaxed);
-            // A stored permit: a waiter that checked just before still wakes.
-            self.state.first_received.notify_one();
         }
     }
 

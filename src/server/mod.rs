@@ -216,8 +216,8 @@ where
     }
     drop(listener);
     config.stats.draining.store(true, Ordering::Relaxed);
-    tracing::info!("shutting down: draining open connections");
     let _ = stop_connections.send(true);
+    tracing::info!("shutting down: draining open connections");
     tokio::select! {
         () = config.stats.all_closed() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(config.drain_timeout) => {
@@ -310,8 +310,26 @@ async fn serve_connection<IO, S, B>(
             connection.as_mut().graceful_shutdown();
         }
         let idle_at = activity.idle_deadline(lifecycle.keep_alive_timeout);
+        // Waiting for a stopped connection's first request: shut down in the poll that reads
+        // it, so that hyper closes the connection after that one response (with `connection:
+        // close`, unless the response was already written in the same poll).
+        let awaiting_first_request = stop_at.is_some() && !closing;
+        let shut_down_on_first_bytes = AtomicBool::new(false);
+        let connection_done = std::future::poll_fn(|cx| {
+            let poll = connection.as_mut().poll(cx);
+            if poll.is_pending()
+                && awaiting_first_request
+                && !shut_down_on_first_bytes.load(Ordering::Relaxed)
+                && activity.has_received()
+            {
+                shut_down_on_first_bytes.store(true, Ordering::Relaxed);
+                connection.as_mut().graceful_shutdown();
+                cx.waker().wake_by_ref();
+            }
+            poll
+        });
         tokio::select! {
-            result = connection.as_mut() => {
+            result = connection_done => {
                 if let Err(error) = result {
                     tracing::debug!(%error, "connection ended with an error");
                 }
@@ -323,7 +341,6 @@ async fn serve_connection<IO, S, B>(
                 }
             }
             () = sleep_until_some(stop_at), if !closing => {}
-            () = activity.first_received(), if !closing && stop_at.is_some() => {}
             () = tokio::time::sleep_until(idle_at), if !closing && stop_at.is_none() => {
                 if activity.idle_deadline(lifecycle.keep_alive_timeout) <= tokio::time::Instant::now() {
                     tracing::debug!("closing an idle connection");
@@ -332,6 +349,7 @@ async fn serve_connection<IO, S, B>(
                 }
             }
         }
+        closing |= shut_down_on_first_bytes.into_inner();
     }
 }
 
@@ -340,7 +358,7 @@ async fn serve_connection<IO, S, B>(
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 /// When a stopping server shuts `activity`'s connection down: now, unless it has sent nothing
-/// yet (then after [`FIRST_REQUEST_GRACE`], or as soon as its first bytes are read).
+/// yet (then after [`FIRST_REQUEST_GRACE`], or in the poll that reads its first bytes).
 fn graceful_stop_at(activity: &Activity) -> tokio::time::Instant {
     let now = tokio::time::Instant::now();
     if activity.has_received() {
