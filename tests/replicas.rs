@@ -691,10 +691,11 @@ async fn a_rolling_restart_loses_no_request_and_no_session() {
     let mut cluster = Cluster::start(&[]).await;
     let id = login(&cluster, "alice").await;
     let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let balancer = cluster.balancer;
     let loops: Vec<_> = (0..LOOPS)
         .map(|l| {
-            let (id, stop) = (id.clone(), stop.clone());
+            let (id, stop, sent) = (id.clone(), stop.clone(), sent.clone());
             tokio::spawn(async move {
                 let deadline = Instant::now() + Duration::from_secs(60);
                 let mut outcomes = Vec::new();
@@ -718,6 +719,7 @@ async fn a_rolling_restart_loses_no_request_and_no_session() {
                         ("GET", get("/whoami.php", Some(&id), &[]))
                     };
                     let response = common::exchange(balancer, None, request).await;
+                    sent.fetch_add(1, Ordering::Relaxed);
                     outcomes.push(match response {
                         Ok(response) => Outcome {
                             what,
@@ -739,14 +741,28 @@ async fn a_rolling_restart_loses_no_request_and_no_session() {
         })
         .collect();
 
-    // Let the load run a moment before the first replica goes down.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The load is under way before the first replica goes down, and goes on after the last one
+    // is back.
+    let answered_at_least = |count: usize| {
+        let sent = sent.clone();
+        async move { sent.load(Ordering::Relaxed) >= count }
+    };
+    common::wait_until("the load under way", Duration::from_secs(20), || {
+        answered_at_least(100)
+    })
+    .await;
     let started = Instant::now();
     for i in 0..REPLICAS {
         cluster.rolling_restart(i).await;
     }
     let restart_time = started.elapsed();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_restarts = sent.load(Ordering::Relaxed) + 100;
+    common::wait_until(
+        "more load after the restarts",
+        Duration::from_secs(20),
+        || answered_at_least(after_restarts),
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
 
     let mut outcomes = Vec::new();
