@@ -81,7 +81,6 @@ async fn server() -> TestServer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fatal_errors_answer_500_and_every_worker_recovers() {
-    let _one_at_a_time = common::one_at_a_time().await;
     let server = server().await;
     for proto in BOTH {
         let responses = one_per_worker(&server, proto, "/fatal.php?ms=800").await;
@@ -103,7 +102,6 @@ async fn fatal_errors_answer_500_and_every_worker_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uncaught_exceptions_answer_500_and_every_worker_recovers() {
-    let _one_at_a_time = common::one_at_a_time().await;
     let server = server().await;
     for proto in BOTH {
         let responses = one_per_worker(&server, proto, "/exception.php?ms=800").await;
@@ -117,7 +115,6 @@ async fn uncaught_exceptions_answer_500_and_every_worker_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_and_die_send_the_output_so_far() {
-    let _one_at_a_time = common::one_at_a_time().await;
     let server = server().await;
     for proto in BOTH {
         let responses = one_per_worker(&server, proto, "/exit.php?ms=800").await;
@@ -137,7 +134,6 @@ async fn exit_and_die_send_the_output_so_far() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exceeding_memory_limit_answers_500_and_every_worker_recovers() {
-    let _one_at_a_time = common::one_at_a_time().await;
     let server = server().await;
     for proto in BOTH {
         let responses = one_per_worker(&server, proto, "/memory.php?ms=800").await;
@@ -151,7 +147,6 @@ async fn exceeding_memory_limit_answers_500_and_every_worker_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stack_overflow_answers_500_and_its_worker_carries_on() {
-    let _one_at_a_time = common::one_at_a_time().await;
     let server = server().await;
     let mut overflows = 0;
     for proto in BOTH {
@@ -185,7 +180,6 @@ async fn a_stack_overflow_answers_500_and_its_worker_carries_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fatal_error_after_output_keeps_the_status_and_breaks_the_body_off() {
-    let _one_at_a_time = common::one_at_a_time().await;
     let server = server().await;
     for proto in BOTH {
         let (parts, body, end) = get_until_end(server.addr, proto, "/fatal_after_output.php").await;
@@ -208,7 +202,6 @@ async fn a_fatal_error_after_output_keeps_the_status_and_breaks_the_body_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fatal_error_after_output_that_has_not_left_answers_500() {
-    let _one_at_a_time = common::one_at_a_time().await;
     let server = server().await;
     for proto in BOTH {
         let (parts, body, end) =
@@ -229,7 +222,6 @@ async fn a_fatal_error_after_output_that_has_not_left_answers_500() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_closes_a_broken_response_without_its_last_chunk() {
-    let _one_at_a_time = common::one_at_a_time().await;
     let server = server().await;
     let (response, closed) = raw_until_closed(
         server.addr,
@@ -253,7 +245,6 @@ async fn http1_closes_a_broken_response_without_its_last_chunk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_resets_a_broken_response_instead_of_ending_it() {
-    let _one_at_a_time = common::one_at_a_time().await;
     let server = server().await;
     let mut client = H2Client::connect(server.addr, 65_535).await;
     let response = client.get(server.addr, "/fatal_after_output.php").await;
@@ -267,7 +258,6 @@ async fn http2_resets_a_broken_response_instead_of_ending_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_run_in_parallel_on_all_workers() {
-    let _one_at_a_time = common::one_at_a_time().await;
     let server = TestServer::with_workers(2).await;
     for proto in BOTH {
         let responses = concurrent_gets(&server, proto, "/slow.php?ms=500", 2).await;
@@ -293,7 +283,6 @@ async fn requests_run_in_parallel_on_all_workers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_503_at_once_and_recovers() {
-    let _one_at_a_time = common::one_at_a_time().await;
     let server = TestServer::start(
         PoolConfig {
             workers: 1,
@@ -305,6 +294,7 @@ async fn a_full_queue_answers_503_at_once_and_recovers() {
     .await;
     for proto in BOTH {
         let addr = server.addr;
+        server.wait_until_idle().await;
         // The worker stays busy until the test releases it, however slow the machine is.
         let release = std::env::temp_dir().join(format!(
             "tokio_php-release-{}-{proto:?}",
@@ -314,7 +304,9 @@ async fn a_full_queue_answers_503_at_once_and_recovers() {
         let hold = format!("/hold.php?release={}", release.display());
         let running = tokio::spawn(async move { common::get(addr, proto, &hold).await });
         server
-            .wait_for("the worker to be busy", |s| s.busy_workers == 1)
+            .wait_for("the worker to run the held script", |s| {
+                s.busy_workers == 1 && s.queued == 0
+            })
             .await;
         let queued = tokio::spawn(async move { common::get(addr, proto, "/slow.php?ms=10").await });
         server.wait_for("a queued request", |s| s.queued == 1).await;
@@ -343,7 +335,6 @@ async fn a_full_queue_answers_503_at_once_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_gave_up_free_their_queue_slots() {
-    let _one_at_a_time = common::one_at_a_time().await;
     let server = TestServer::start(
         PoolConfig {
             workers: 1,
@@ -355,6 +346,7 @@ async fn clients_that_gave_up_free_their_queue_slots() {
     .await;
     for proto in BOTH {
         let addr = server.addr;
+        server.wait_until_idle().await;
         // The worker is held until the test releases it: both clients queue behind it, however
         // loaded the machine is.
         let release = std::env::temp_dir().join(format!(
@@ -365,7 +357,9 @@ async fn clients_that_gave_up_free_their_queue_slots() {
         let hold = format!("/hold.php?release={}", release.display());
         let running = tokio::spawn(async move { common::get(addr, proto, &hold).await });
         server
-            .wait_for("the worker to be busy", |s| s.busy_workers == 1)
+            .wait_for("the worker to run the held script", |s| {
+                s.busy_workers == 1 && s.queued == 0
+            })
             .await;
         let gave_up: Vec<_> = (0..2)
             .map(|_| tokio::spawn(async move { common::get(addr, proto, "/slow.php?ms=10").await }))
@@ -433,7 +427,6 @@ async fn clients_that_gave_up_free_their_queue_slots() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fatal_errors_are_counted_by_their_type_not_their_log_text() {
-    let _one_at_a_time = common::one_at_a_time().await;
     let server = TestServer::with_workers(1).await;
     let fatal_errors = || server.pool.stats().fatal_errors;
     let cases = [
@@ -460,7 +453,6 @@ async fn fatal_errors_are_counted_by_their_type_not_their_log_text() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_worker_serves_normally_after_twenty_rounds_of_every_fault() {
-    let _one_at_a_time = common::one_at_a_time().await;
     let server = server().await;
     let faults = [
         ("/fatal.php", StatusCode::INTERNAL_SERVER_ERROR),
@@ -490,7 +482,6 @@ async fn every_worker_serves_normally_after_twenty_rounds_of_every_fault() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_get_413_and_the_next_request_works() {
-    let _one_at_a_time = common::one_at_a_time().await;
     let server = TestServer::start(
         PoolConfig {
             workers: 1,
@@ -539,7 +530,6 @@ async fn oversized_bodies_get_413_and_the_next_request_works() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traversal_never_reaches_outside_the_root() {
-    let _one_at_a_time = common::one_at_a_time().await;
     let server = TestServer::with_workers(1).await;
     for path in [
         "/../secret.php",
@@ -585,7 +575,6 @@ async fn traversal_never_reaches_outside_the_root() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_http_gets_400_and_the_next_request_works() {
-    let _one_at_a_time = common::one_at_a_time().await;
     let server = TestServer::with_workers(1).await;
     for garbage in [
         &b"THIS IS NOT HTTP\r\n\r\n"[..],

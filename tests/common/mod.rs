@@ -173,6 +173,14 @@ impl TestServer {
         }
     }
 
+    /// Waits until no worker runs a script and nothing is queued. A worker stays busy for a
+    /// moment after its response has left (PHP's request shutdown), so "one busy worker" right
+    /// after a request may still be that request, not the next one.
+    pub async fn wait_until_idle(&self) {
+        self.wait_for("an idle pool", |s| s.busy_workers == 0 && s.queued == 0)
+            .await;
+    }
+
     pub async fn get(&self, proto: Proto, path: &str) -> Response<Bytes> {
         get(self.addr, proto, path).await
     }
@@ -186,10 +194,8 @@ impl Drop for TestServer {
     }
 }
 
-/// Runs the tests of one binary that take it one at a time. Tests that watch the pool's queue
-/// while other test servers in the same process push requests over h2c have seen those
-/// requests arrive tens of seconds late (a cross-runtime interaction in one test process,
-/// not reproduced with one server per process); they take this lock.
+/// Runs the tests of one binary that take it one at a time: for tests whose load would keep
+/// both cores busy while another watches a short window (tests/replicas.rs).
 pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
