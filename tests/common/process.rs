@@ -180,7 +180,7 @@ pub fn stop_peer(child: &mut Child, grace: Duration) {
     }
 }
 
-/// SIGTERM through the kill command: no unsafe libc call in tests.
+/// SIGTERM through the kill command, so that tests make no libc call of their own.
 fn send_sigterm(child: &Child) -> std::io::Result<std::process::ExitStatus> {
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
