@@ -282,16 +282,14 @@ fn from_x_forwarded(headers: &HeaderMap, trusted: &TrustedProxies) -> Option<For
     let same_hop = |name: &HeaderName| {
         let values = list_entries(headers, name);
         match chosen {
-            Some(chosen) if values.len() == entries.len() => values.get(chosen.index).cloned(),
-            _ => values.last().cloned(),
+            Some(chosen) if values.len() == entries.len() => values.get(chosen.index).copied(),
+            _ => values.last().copied(),
         }
     };
     Some(Forwarded {
         client_ip: chosen.and_then(|c| c.node).map(|(ip, _)| ip),
         client_port: chosen.and_then(|c| c.node).and_then(|(_, port)| port),
-        https: same_hop(&X_FORWARDED_PROTO)
-            .as_deref()
-            .and_then(parse_proto),
+        https: same_hop(&X_FORWARDED_PROTO).and_then(parse_proto),
         port: same_hop(&X_FORWARDED_PORT).and_then(|port| port.parse().ok()),
     })
 }
@@ -334,12 +332,13 @@ fn header_values<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<Vec<&'
 }
 
 /// A comma-separated header's entries over all its lines, trimmed, in order.
-fn list_entries(headers: &HeaderMap, name: &HeaderName) -> Vec<String> {
-    header_values(headers, name)
-        .unwrap_or_default()
+fn list_entries<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Vec<&'a str> {
+    headers
+        .get_all(name)
         .iter()
+        .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .map(|entry| entry.trim().to_string())
+        .map(str::trim)
         .filter(|entry| !entry.is_empty())
         .collect()
 }
