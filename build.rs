@@ -6,7 +6,11 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SHIM_SOURCES: &[&str] = &["ext/tokio_php_sapi.c", "ext/tokio_php_stack_guard.c"];
+const SHIM_SOURCES: &[&str] = &[
+    "ext/tokio_php_sapi.c",
+    "ext/tokio_php_worker.c",
+    "ext/tokio_php_stack_guard.c",
+];
 /// The header bindgen turns into Rust; the shim's other headers are internal to it.
 const SHIM_HEADER: &str = "ext/tokio_php_sapi.h";
 
@@ -15,6 +19,7 @@ fn main() {
         println!("cargo:rerun-if-changed={source}");
     }
     println!("cargo:rerun-if-changed=ext/tokio_php_stack_guard.h");
+    println!("cargo:rerun-if-changed=ext/tokio_php_sapi_private.h");
     println!("cargo:rerun-if-changed={SHIM_HEADER}");
     println!("cargo:rerun-if-env-changed=PHP_CONFIG");
     println!("cargo:rerun-if-env-changed=TOKIO_PHP_CACHE");

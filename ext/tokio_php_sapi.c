@@ -6,6 +6,7 @@
  * crosses a Rust frame: the host callbacks return before PHP acts on their result.
  */
 #include "tokio_php_sapi.h"
+#include "tokio_php_sapi_private.h"
 #include "tokio_php_stack_guard.h"
 
 #include <pthread.h>
@@ -30,15 +31,16 @@
 #error "tokio_php needs PHP built with --disable-zend-signals (Zend signals are process-wide and unsafe on worker threads)"
 #endif
 
-static tp_host_callbacks host;
+tp_host_callbacks tp_host;
 static char *ini_entries_copy;
 
-/* The request running on this worker thread, NULL between requests. */
-ZEND_TLS const tp_request *current_request;
+/* The request running on this worker thread, NULL between requests. In worker mode, between two
+ * requests it is the worker script's own, without a client (ctx NULL). */
+TSRM_TLS const tp_request *tp_current_request;
 ZEND_TLS zend_long current_worker_id = -1;
 ZEND_TLS tp_thread *current_thread;
 /* tokio_finish_request() was called in the current request. */
-ZEND_TLS bool current_finished;
+TSRM_TLS bool tp_current_finished;
 
 /* The pool this worker thread serves (each pool's threads know their own). */
 ZEND_TLS tp_pool_info current_pool;
@@ -66,71 +68,102 @@ struct tp_thread {
 
 static void *current_ctx(void)
 {
-    return current_request ? current_request->ctx : NULL;
+    return tp_current_request ? tp_current_request->ctx : NULL;
 }
 
 /* ---- Calls into the host ------------------------------------------------------------------
  * Every call into Rust goes through these, so the stack guard knows when Rust runs on this
- * thread: it must never longjmp over Rust frames. */
+ * thread: it must never longjmp over Rust frames. A NULL `ctx` is a request without a client (a
+ * worker script's own, see tokio_php_worker.c): its output goes nowhere and it has no body. */
 
-static bool host_write(void *ctx, const char *buf, size_t len)
+bool tp_host_write(void *ctx, const char *buf, size_t len)
 {
+    if (!ctx) {
+        return true;
+    }
     tp_stack_guard_enter_host();
-    bool delivered = host.write(ctx, buf, len);
+    bool delivered = tp_host.write(ctx, buf, len);
     tp_stack_guard_leave_host();
     return delivered;
 }
 
-static bool host_flush(void *ctx)
+bool tp_host_flush(void *ctx)
 {
+    if (!ctx) {
+        return true;
+    }
     tp_stack_guard_enter_host();
-    bool delivered = host.flush(ctx);
+    bool delivered = tp_host.flush(ctx);
     tp_stack_guard_leave_host();
     return delivered;
 }
 
-static void host_send_headers(void *ctx, int status, const tp_str *lines, size_t count)
+void tp_host_send_headers(void *ctx, int status, const tp_str *lines, size_t count)
 {
+    if (!ctx) {
+        return;
+    }
     tp_stack_guard_enter_host();
-    host.send_headers(ctx, status, lines, count);
+    tp_host.send_headers(ctx, status, lines, count);
     tp_stack_guard_leave_host();
 }
 
-static size_t host_read_body(void *ctx, char *buf, size_t len)
+size_t tp_host_read_body(void *ctx, char *buf, size_t len)
 {
+    if (!ctx) {
+        return 0;
+    }
     tp_stack_guard_enter_host();
-    size_t read = host.read_body(ctx, buf, len);
+    size_t read = tp_host.read_body(ctx, buf, len);
     tp_stack_guard_leave_host();
     return read;
 }
 
-static void host_log(void *ctx, const char *msg, size_t len, int syslog_level)
+void tp_host_log(void *ctx, const char *msg, size_t len, int syslog_level)
 {
     tp_stack_guard_enter_host();
-    host.log(ctx, msg, len, syslog_level);
+    tp_host.log(ctx, msg, len, syslog_level);
     tp_stack_guard_leave_host();
 }
 
-static bool host_heartbeat(void *ctx, int64_t seconds)
+bool tp_host_heartbeat(void *ctx, int64_t seconds)
 {
+    if (!ctx) {
+        return false;
+    }
     tp_stack_guard_enter_host();
-    bool extended = host.heartbeat(ctx, seconds);
+    bool extended = tp_host.heartbeat(ctx, seconds);
     tp_stack_guard_leave_host();
     return extended;
 }
 
-static void host_phase(void *ctx, int phase)
+void tp_host_phase(void *ctx, int phase)
 {
+    if (!ctx) {
+        return;
+    }
     tp_stack_guard_enter_host();
-    host.phase(ctx, phase);
+    tp_host.phase(ctx, phase);
     tp_stack_guard_leave_host();
 }
 
-static void host_finish(void *ctx)
+void tp_host_finish(void *ctx)
 {
+    if (!ctx) {
+        return;
+    }
     tp_stack_guard_enter_host();
-    host.finish(ctx);
+    tp_host.finish(ctx);
     tp_stack_guard_leave_host();
+}
+
+/* Not wrapped for the stack guard: called from PHP's error callback and request shutdown, never
+ * with Rust frames below PHP's bailout point on this stack that a longjmp could cross. */
+void tp_host_script_failed(void *ctx, tp_failure failure)
+{
+    if (ctx) {
+        tp_host.script_failed(ctx, failure);
+    }
 }
 
 /* ---- PHP functions registered by the binary ---------------------------------------------- */
@@ -159,7 +192,7 @@ PHP_FUNCTION(tokio_request_heartbeat)
         Z_PARAM_LONG(seconds)
     ZEND_PARSE_PARAMETERS_END();
 
-    if (!current_request || seconds <= 0 || !host_heartbeat(current_request->ctx, seconds)) {
+    if (!tp_current_request || seconds <= 0 || !tp_host_heartbeat(tp_current_request->ctx, seconds)) {
         RETURN_FALSE;
     }
     if (EG(timeout_seconds) > 0) {
@@ -175,7 +208,7 @@ ZEND_END_ARG_INFO()
 PHP_FUNCTION(tokio_request_id)
 {
     ZEND_PARSE_PARAMETERS_NONE();
-    RETURN_STRING(current_request && current_request->request_id ? current_request->request_id : "");
+    RETURN_STRING(tp_current_request && tp_current_request->request_id ? tp_current_request->request_id : "");
 }
 
 ZEND_BEGIN_ARG_WITH_RETURN_TYPE_INFO_EX(arginfo_tokio_server_info, 0, 0, IS_ARRAY, 0)
@@ -205,15 +238,19 @@ ZEND_END_ARG_INFO()
 PHP_FUNCTION(tokio_finish_request)
 {
     ZEND_PARSE_PARAMETERS_NONE();
-    if (!current_request || current_finished) {
+    if (!tp_current_request || tp_current_finished) {
         RETURN_FALSE;
     }
     php_output_end_all();
     php_header();
-    current_finished = true;
-    host_finish(current_request->ctx);
+    tp_current_finished = true;
+    tp_host_finish(tp_current_request->ctx);
     RETURN_TRUE;
 }
+
+ZEND_BEGIN_ARG_WITH_RETURN_TYPE_INFO_EX(arginfo_tokio_handle_request, 0, 1, _IS_BOOL, 0)
+    ZEND_ARG_TYPE_INFO(0, handler, IS_CALLABLE, 0)
+ZEND_END_ARG_INFO()
 
 /* Replaces opcache_reset(): in one multi-threaded process a reset frees cached scripts other
  * threads are running (OPcache's restart guard only sees other processes), corrupting memory. */
@@ -232,6 +269,7 @@ static const zend_function_entry tokio_php_functions[] = {
     PHP_FE(tokio_server_info, arginfo_tokio_server_info)
     PHP_FE(tokio_finish_request, arginfo_tokio_finish_request)
     PHP_FALIAS(fastcgi_finish_request, tokio_finish_request, arginfo_tokio_finish_request)
+    PHP_FE(tokio_handle_request, arginfo_tokio_handle_request)
     PHP_FE_END
 };
 
@@ -289,7 +327,7 @@ static void request_ini_entry(zval *name, zval *value, zval *unused, int callbac
     if (zend_alter_ini_entry_chars(Z_STR_P(name), Z_STRVAL_P(value), Z_STRLEN_P(value), PHP_INI_PERDIR, PHP_INI_STAGE_ACTIVATE) == FAILURE) {
         char message[512];
         snprintf(message, sizeof(message), "tokio_php: cannot set ini directive %s for this request", Z_STRVAL_P(name));
-        host_log(current_ctx(), message, strlen(message), 4 /* LOG_WARNING */);
+        tp_host_log(current_ctx(), message, strlen(message), 4 /* LOG_WARNING */);
     }
 }
 
@@ -297,7 +335,7 @@ static void request_ini_entry(zval *name, zval *value, zval *unused, int callbac
  * (constants and expressions work) before request startup, so it also governs how the request
  * itself is read (post_max_size, enable_post_data_reading, variables_order, ...). The engine
  * records every change and restores it when the request ends. */
-static void apply_request_ini(const tp_request *request)
+void tp_apply_request_ini(const tp_request *request)
 {
     if (request->ini && request->ini[0]) {
         zend_parse_ini_string(request->ini, 1, ZEND_INI_SCANNER_NORMAL, request_ini_entry, NULL);
@@ -308,8 +346,8 @@ static void apply_request_ini(const tp_request *request)
  * PHP applies HTTP/1.1 semantics (e.g. 303 for a Location after POST). */
 static int tp_sapi_activate(void)
 {
-    if (current_request) {
-        SG(request_info).proto_num = current_request->proto_num;
+    if (tp_current_request) {
+        SG(request_info).proto_num = tp_current_request->proto_num;
     }
     return SUCCESS;
 }
@@ -319,14 +357,26 @@ static int tp_sapi_deactivate(void)
     return SUCCESS;
 }
 
+/* The client stopped receiving the response. A script ends there unless it ignores user aborts,
+ * as under php-fpm; a worker's request handler runs on with its output discarded
+ * (connection_aborted() tells it), since ending it would end the whole worker script. */
+static void client_gone(void)
+{
+    if (tp_worker_in_request()) {
+        PG(connection_status) |= PHP_CONNECTION_ABORTED;
+        return;
+    }
+    php_handle_aborted_connection();
+}
+
 static size_t tp_sapi_ub_write(const char *str, size_t len)
 {
-    if (!current_request || current_finished) {
+    if (!tp_current_request || tp_current_finished) {
         return len; /* after tokio_finish_request() output goes nowhere, as under php-fpm */
     }
-    if (!host_write(current_request->ctx, str, len)) {
+    if (!tp_host_write(tp_current_request->ctx, str, len)) {
         /* Marks the connection aborted and, unless ignore_user_abort, ends the script. */
-        php_handle_aborted_connection();
+        client_gone();
     }
     return len;
 }
@@ -334,21 +384,21 @@ static size_t tp_sapi_ub_write(const char *str, size_t len)
 static void tp_sapi_flush(void *server_context)
 {
     (void)server_context;
-    if (!current_request || current_finished) {
+    if (!tp_current_request || tp_current_finished) {
         return;
     }
     /* flush() with no output yet must still put the status and headers on the wire. */
     if (!SG(headers_sent)) {
         sapi_send_headers();
     }
-    if (!host_flush(current_request->ctx)) {
-        php_handle_aborted_connection();
+    if (!tp_host_flush(tp_current_request->ctx)) {
+        client_gone();
     }
 }
 
 static int tp_sapi_send_headers(sapi_headers_struct *sapi_headers)
 {
-    if (!current_request || current_finished || SG(request_info).no_headers == 1) {
+    if (!tp_current_request || tp_current_finished || SG(request_info).no_headers == 1) {
         return SAPI_HEADER_SENT_SUCCESSFULLY;
     }
     /* http_response_code is the source of truth: http_status_line can be stale after
@@ -364,7 +414,7 @@ static int tp_sapi_send_headers(sapi_headers_struct *sapi_headers)
         lines[n].len = h->header_len;
         n++;
     }
-    host_send_headers(current_request->ctx, status, lines, n);
+    tp_host_send_headers(tp_current_request->ctx, status, lines, n);
     if (lines) {
         efree(lines);
     }
@@ -373,20 +423,20 @@ static int tp_sapi_send_headers(sapi_headers_struct *sapi_headers)
 
 static size_t tp_sapi_read_post(char *buffer, size_t count)
 {
-    if (!current_request || count == 0) {
+    if (!tp_current_request || count == 0) {
         return 0;
     }
-    return host_read_body(current_request->ctx, buffer, count);
+    return tp_host_read_body(tp_current_request->ctx, buffer, count);
 }
 
 static char *tp_sapi_read_cookies(void)
 {
-    return current_request ? current_request->cookie : NULL;
+    return tp_current_request ? tp_current_request->cookie : NULL;
 }
 
 static void tp_sapi_register_variables(zval *track_vars_array)
 {
-    if (!current_request) {
+    if (!tp_current_request) {
         return;
     }
     /* nginx's $remote_user: the Basic-auth user PHP parsed from Authorization, else empty. */
@@ -396,8 +446,8 @@ static void tp_sapi_register_variables(zval *track_vars_array)
     if (sapi_module.input_filter(PARSE_SERVER, "REMOTE_USER", &user, user_len, &user_len)) {
         php_register_variable_safe("REMOTE_USER", user, user_len, track_vars_array);
     }
-    for (size_t i = 0; i < current_request->server_vars_len; i++) {
-        const tp_server_var *var = &current_request->server_vars[i];
+    for (size_t i = 0; i < tp_current_request->server_vars_len; i++) {
+        const tp_server_var *var = &tp_current_request->server_vars[i];
         char *value = (char *)var->value.ptr;
         size_t new_len = var->value.len;
         /* Through input_filter as php-fpm does, so ext/filter sees $_SERVER
@@ -410,15 +460,15 @@ static void tp_sapi_register_variables(zval *track_vars_array)
 
 static void tp_sapi_log_message(const char *message, int syslog_level)
 {
-    host_log(current_ctx(), message, strlen(message), syslog_level);
+    tp_host_log(current_ctx(), message, strlen(message), syslog_level);
 }
 
 static zend_result tp_sapi_get_request_time(double *request_time)
 {
-    if (!current_request) {
+    if (!tp_current_request) {
         return FAILURE;
     }
-    *request_time = current_request->request_time;
+    *request_time = tp_current_request->request_time;
     return SUCCESS;
 }
 
@@ -497,8 +547,10 @@ static tp_failure failure_of(zend_string *message)
  * the host learns that a response already under way will not be completed, and why. */
 static void tp_error_cb(int type, zend_string *error_filename, const uint32_t error_lineno, zend_string *message)
 {
-    if (current_request && (type & E_FATAL_ERRORS)) {
-        host.script_failed(current_request->ctx, failure_of(message));
+    if (tp_current_request && (type & E_FATAL_ERRORS)) {
+        tp_failure failure = failure_of(message);
+        tp_worker_note_fatal_error(failure, error_filename, error_lineno, message);
+        tp_host_script_failed(tp_current_request->ctx, failure);
     }
     previous_error_cb(type, error_filename, error_lineno, message);
 }
@@ -531,7 +583,7 @@ static void disable_opcache_reset(void)
 
 int tp_startup(const tp_startup_options *options)
 {
-    host = options->callbacks;
+    tp_host = options->callbacks;
     if (install_interrupt_signal() != 0) {
         return -1;
     }
@@ -620,7 +672,7 @@ void tp_thread_stop(tp_thread *thread)
         pthread_mutex_unlock(&thread->lock);
     }
     current_thread = NULL;
-    current_request = NULL;
+    tp_current_request = NULL;
     tp_stack_guard_thread_stop();
     ts_free_thread();
 }
@@ -648,7 +700,7 @@ bool tp_interrupt(tp_thread *thread, uint64_t request_seq)
     return interrupted;
 }
 
-static void set_running_request(uint64_t request_seq)
+void tp_set_running_request(uint64_t request_seq)
 {
     if (current_thread) {
         pthread_mutex_lock(&current_thread->lock);
@@ -678,7 +730,7 @@ bool tp_has_thread_timers(void)
 
 /* ---- One request --------------------------------------------------------------------------- */
 
-static void fill_request_info(const tp_request *request)
+void tp_fill_request_info(const tp_request *request)
 {
     SG(server_context) = (void *)request; /* must be non-NULL or PHP skips POST and cookies */
     SG(sapi_headers).http_response_code = 200; /* the engine does not reset it between requests */
@@ -694,7 +746,7 @@ static void fill_request_info(const tp_request *request)
     SG(request_info).auth_digest = NULL;
 }
 
-static void clear_request_info(void)
+void tp_clear_request_info(void)
 {
     SG(server_context) = NULL;
     SG(request_info).request_method = NULL;
@@ -705,7 +757,7 @@ static void clear_request_info(void)
     SG(request_info).cookie_data = NULL;
 }
 
-static void execute_primary_script(const char *filename)
+void tp_execute_primary_script(const char *filename)
 {
     zend_file_handle file_handle;
     zend_stream_init_filename(&file_handle, filename);
@@ -720,7 +772,7 @@ static void execute_primary_script(const char *filename)
 
 /* An overflow ended the script: report it the way PHP reports a fatal error (its log line, the
  * fatal-error count, error_get_last() for shutdown functions), now that the stack is shallow. */
-static void report_stack_overflow_as_fatal_error(void)
+void tp_report_stack_overflow_as_fatal_error(void)
 {
     tp_stack_overflow overflow;
     if (!tp_stack_guard_take_unreported(&overflow)) {
@@ -742,7 +794,7 @@ static void report_stack_overflow_as_fatal_error(void)
 /* An overflow during request shutdown (a shutdown function, a destructor, freeing a deeply nested
  * array): PHP's error machinery is gone by now, so the line PHP would have logged goes straight
  * to the host's log. */
-static void log_stack_overflow_in_shutdown(const tp_request *request)
+void tp_log_stack_overflow_in_shutdown(const tp_request *request)
 {
     tp_stack_overflow overflow;
     if (!tp_stack_guard_take_unreported(&overflow)) {
@@ -756,42 +808,13 @@ static void log_stack_overflow_in_shutdown(const tp_request *request)
         snprintf(message, sizeof(message), "PHP Fatal error:  " STACK_OVERFLOW_MESSAGE " during the shutdown of %s",
             overflow.stack_size, request->script_filename);
     }
-    host_log(request->ctx, message, strlen(message), 3 /* LOG_ERR */);
+    tp_host_log(request->ctx, message, strlen(message), 3 /* LOG_ERR */);
     /* Counted as the fatal error it is, as tp_error_cb does for those PHP reports. */
-    host.script_failed(request->ctx, TP_FAILURE_FATAL_ERROR);
+    tp_host_script_failed(request->ctx, TP_FAILURE_FATAL_ERROR);
 }
 
-tp_outcome tp_execute(const tp_request *request)
+tp_outcome tp_end_request(const tp_request *request, tp_outcome outcome)
 {
-    /* volatile: assigned between a zend_try's setjmp and a possible longjmp back to it. */
-    volatile tp_outcome outcome = TP_OUTCOME_OK;
-
-    current_request = request;
-    current_finished = false;
-    fill_request_info(request);
-    set_running_request(request->request_seq);
-    tp_stack_guard_arm();
-
-    zend_try {
-        apply_request_ini(request);
-        if (request->authorization) {
-            /* Allocates, so it may bail out (memory): inside zend_try like everything else. */
-            php_handle_auth_data(request->authorization);
-        }
-        if (php_request_startup() == SUCCESS) {
-            host_phase(request->ctx, TP_PHASE_STARTED);
-            execute_primary_script(request->script_filename);
-            report_stack_overflow_as_fatal_error();
-            host_phase(request->ctx, TP_PHASE_SCRIPT_DONE);
-        } else {
-            /* php-fpm exits the process here; we retire just this thread. */
-            outcome = TP_OUTCOME_THREAD_UNUSABLE;
-        }
-    } zend_catch {
-        /* A bailout outside the script itself (request startup). */
-        outcome = TP_OUTCOME_THREAD_UNUSABLE;
-    } zend_end_try();
-
     zend_try {
         php_request_shutdown(NULL);
     } zend_catch {
@@ -802,10 +825,44 @@ tp_outcome tp_execute(const tp_request *request)
     } zend_end_try();
 
     tp_stack_guard_disarm();
-    log_stack_overflow_in_shutdown(request);
+    tp_log_stack_overflow_in_shutdown(request);
 
-    set_running_request(0);
-    clear_request_info();
-    current_request = NULL;
+    tp_set_running_request(0);
+    tp_clear_request_info();
+    tp_current_request = NULL;
     return outcome;
+}
+
+tp_outcome tp_execute(const tp_request *request)
+{
+    /* volatile: assigned between a zend_try's setjmp and a possible longjmp back to it. */
+    volatile tp_outcome outcome = TP_OUTCOME_OK;
+
+    tp_current_request = request;
+    tp_current_finished = false;
+    tp_fill_request_info(request);
+    tp_set_running_request(request->request_seq);
+    tp_stack_guard_arm();
+
+    zend_try {
+        tp_apply_request_ini(request);
+        if (request->authorization) {
+            /* Allocates, so it may bail out (memory): inside zend_try like everything else. */
+            php_handle_auth_data(request->authorization);
+        }
+        if (php_request_startup() == SUCCESS) {
+            tp_host_phase(request->ctx, TP_PHASE_STARTED);
+            tp_execute_primary_script(request->script_filename);
+            tp_report_stack_overflow_as_fatal_error();
+            tp_host_phase(request->ctx, TP_PHASE_SCRIPT_DONE);
+        } else {
+            /* php-fpm exits the process here; we retire just this thread. */
+            outcome = TP_OUTCOME_THREAD_UNUSABLE;
+        }
+    } zend_catch {
+        /* A bailout outside the script itself (request startup). */
+        outcome = TP_OUTCOME_THREAD_UNUSABLE;
+    } zend_end_try();
+
+    return tp_end_request(request, outcome);
 }

@@ -72,12 +72,20 @@ typedef struct tp_host_callbacks {
     void (*finish)(void *ctx);
     /* A fatal error (see tp_failure) is ending the script; called before PHP unwinds it. */
     void (*script_failed)(void *ctx, int failure);
+    /* Worker mode (tp_run_worker), with its `worker` argument: blocks until the worker script's
+     * next request and returns it, valid until request_done; NULL when the script should end
+     * (the pool stops, or the script served its number of requests). */
+    const tp_request *(*next_request)(void *worker);
+    /* Worker mode: the request next_request returned is over. Its response is complete, PHP
+     * no longer refers to it, and the host may answer it. */
+    void (*request_done)(void *worker);
 } tp_host_callbacks;
 
 /* Why a script is ending early, reported through tp_host_callbacks.script_failed. */
 typedef enum tp_failure {
     TP_FAILURE_FATAL_ERROR = 1, /* a fatal error, uncaught exception or memory_limit */
     TP_FAILURE_TIMED_OUT = 2,   /* max_execution_time passed, or tp_interrupt stopped the script */
+    TP_FAILURE_EXIT = 3,        /* exit() in a worker script's request handler: the script ends */
 } tp_failure;
 
 /* Phases reported through tp_host_callbacks.phase. */
@@ -139,6 +147,39 @@ bool tp_interrupt(tp_thread *thread, uint64_t request_seq);
 
 /* Runs one request on the calling worker thread, from request startup to request shutdown. */
 tp_outcome tp_execute(const tp_request *request);
+
+/* Why a worker script ended (tp_run_worker). */
+typedef enum tp_worker_end {
+    TP_WORKER_END_STOPPED = 0,      /* tokio_handle_request() returned false, then the script ended */
+    TP_WORKER_END_RETURNED = 1,     /* the script ended without being asked to */
+    TP_WORKER_END_FATAL_ERROR = 2,  /* a fatal error */
+    TP_WORKER_END_MEMORY_LIMIT = 3, /* memory_limit was reached */
+    TP_WORKER_END_EXCEPTION = 4,    /* a request handler threw an exception nothing caught */
+    TP_WORKER_END_EXIT = 5,         /* a request handler called exit() */
+    TP_WORKER_END_TIMED_OUT = 6,    /* max_execution_time, or tp_interrupt */
+} tp_worker_end;
+
+/* What tp_run_worker reports about the script it ran. */
+typedef struct tp_worker_report {
+    tp_worker_end end;
+    /* The script called tokio_handle_request() at least once: it finished booting. */
+    bool booted;
+    /* The script ended while handling a request (the last one next_request returned, not
+     * request_done): that request's response is what PHP left when the script ended. */
+    bool in_request;
+    /* The fatal error that ended the script, as PHP logs it (without the "PHP Fatal error:"
+     * prefix), or "" when none did. */
+    char message[1024];
+} tp_worker_report;
+
+/*
+ * Worker mode: runs the worker script `boot` (a request without a client: ctx is ignored) on the
+ * calling worker thread. The script boots its application and loops on tokio_handle_request(),
+ * which takes each request from the host's next_request callback and reports it through
+ * request_done; per-request callbacks get that request's ctx. Fills `report` when the script
+ * ends. The outcome is tp_execute's.
+ */
+tp_outcome tp_run_worker(const tp_request *boot, void *worker, tp_worker_report *report);
 
 /* Whether the request tp_execute just ran on this thread overflowed the C stack. PHP was stopped
  * mid-instruction (and reported a fatal error), so the response it left is not trustworthy:

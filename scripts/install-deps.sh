@@ -27,6 +27,11 @@ PACKAGES=(
   docker-compose python3-venv
   # test peer: headless Chromium renders www/'s pages (tests/www.rs)
   chromium
+  # the Symfony 5.4 application of tests/symfony.rs (tests/fixtures/symfony), which loads these
+  # libraries from /usr/share/php with their autoload.php files: the framework (kernel, routing,
+  # sessions), Twig templates, forms with CSRF tokens and validation
+  php-symfony-framework-bundle php-symfony-twig-bundle php-twig php-symfony-form
+  php-symfony-security-csrf php-symfony-validator
 )
 
 missing=()

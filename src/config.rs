@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::http::BodyLimits;
 use crate::layer::forwarded::{InvalidNetwork, TrustedProxies};
 use crate::layer::try_files::{RuleError, TryFilesRule};
-use crate::php::PoolConfig;
+use crate::php::{PoolConfig, WorkerMatch};
 use crate::server::{ServeConfig, Tls, TlsError};
 
 /// The server's configuration. Each field reads the environment variable in its `env` name.
@@ -140,6 +140,47 @@ pub struct Config {
         default_value = ""
     )]
     pub index_file: String,
+
+    /// Worker mode: this script (absolute, or relative to DOCUMENT_ROOT) runs once per worker
+    /// thread, boots the application and serves requests through tokio_handle_request(); empty =
+    /// off.
+    #[arg(
+        long,
+        env = "WORKER_SCRIPT",
+        value_name = "WORKER_SCRIPT",
+        default_value = ""
+    )]
+    pub worker_script: String,
+
+    /// Worker mode: which requests the worker script serves, `*` or a path prefix such as `/api`
+    /// (the others run as scripts).
+    #[arg(
+        long,
+        env = "WORKER_MATCH",
+        value_name = "WORKER_MATCH",
+        default_value = "*"
+    )]
+    #[serde(serialize_with = "display_text")]
+    pub worker_match: WorkerMatch,
+
+    /// Worker mode: requests one run of the worker script serves before it is started afresh;
+    /// 0 = no limit.
+    #[arg(
+        long,
+        env = "WORKER_MAX_REQUESTS",
+        value_name = "WORKER_MAX_REQUESTS",
+        default_value_t = 0
+    )]
+    pub worker_max_requests: u64,
+
+    /// Worker mode: threads running the worker script; 0 = as many as PHP_WORKERS.
+    #[arg(
+        long,
+        env = "WORKER_THREADS",
+        value_name = "WORKER_THREADS",
+        default_value_t = 0
+    )]
+    pub worker_threads: usize,
 
     /// nginx's `try_files`, e.g. `$uri $uri/ /index.php?$args`: candidates tried in order, then
     /// a fallback URI or `=404`; empty = files, directory indexes and scripts only.
@@ -296,6 +337,16 @@ impl Config {
         if self.tls_cert.is_empty() != self.tls_key.is_empty() {
             return Err(ConfigError::TlsHalfSet);
         }
+        if self.worker_script.is_empty() {
+            let worker_settings = [
+                ("WORKER_MATCH", self.worker_match != WorkerMatch::All),
+                ("WORKER_MAX_REQUESTS", self.worker_max_requests != 0),
+                ("WORKER_THREADS", self.worker_threads != 0),
+            ];
+            if let Some((variable, _)) = worker_settings.into_iter().find(|(_, set)| *set) {
+                return Err(ConfigError::WorkerSettingWithoutScript { variable });
+            }
+        }
         let zero = [
             ("KEEPALIVE_TIMEOUT", self.keepalive_timeout.is_zero()),
             ("HEADER_READ_TIMEOUT", self.header_read_timeout.is_zero()),
@@ -314,6 +365,19 @@ impl Config {
     /// applied after php.ini, so they win. Sorted by name, for a stable order.
     pub fn php_ini_overrides() -> Vec<(String, String)> {
         php_ini_overrides_from(std::env::vars())
+    }
+
+    /// Worker mode's pool settings (`WORKER_THREADS`, `QUEUE_CAPACITY` …), when
+    /// `WORKER_SCRIPT` is set.
+    pub fn worker_pool(&self) -> Option<PoolConfig> {
+        if self.worker_script.is_empty() {
+            return None;
+        }
+        let mut pool = self.pool();
+        if self.worker_threads > 0 {
+            pool.workers = self.worker_threads;
+        }
+        Some(pool)
     }
 
     /// The worker pool settings.
@@ -399,6 +463,13 @@ pub fn parse_optional_addr(value: &str) -> Result<Option<SocketAddr>, InvalidVal
             .map(Some)
             .map_err(|e| InvalidValue::new("an address such as 127.0.0.1:9090", value).because(e)),
     }
+}
+
+fn display_text<S: serde::Serializer>(
+    value: &impl std::fmt::Display,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 fn duration_text<S: serde::Serializer>(
@@ -572,6 +643,12 @@ pub enum ConfigError {
         index_file: String,
         /// `TRY_FILES`.
         try_files: String,
+    },
+    /// A worker-mode setting without worker mode.
+    #[error("{variable} is set but WORKER_SCRIPT is not; it applies to worker mode only")]
+    WorkerSettingWithoutScript {
+        /// The variable.
+        variable: &'static str,
     },
     /// One of `TLS_CERT` and `TLS_KEY` without the other.
     #[error("TLS_CERT and TLS_KEY must be set together")]

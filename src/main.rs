@@ -9,7 +9,8 @@ use hyper::body::Incoming;
 use tokio_php::admin::{self, InternalState};
 use tokio_php::http::HttpService;
 use tokio_php::php::{
-    PhpPool, PhpRuntime, PhpRuntimeConfig, PhpService, PhpServiceConfig, PhpStartError, PoolMonitor,
+    PhpPool, PhpRuntime, PhpRuntimeConfig, PhpService, PhpServiceConfig, PhpStartError,
+    PoolMonitor, WorkerConfig, WorkerMatch, WorkerStartError,
 };
 use tokio_php::server::TlsError;
 use tokio_php::server::{self, ServeConfig};
@@ -76,10 +77,29 @@ fn run(config: &Config) -> Result<(), StartError> {
         .clone()
         .ok_or(StartError::NoDocumentRoot)?;
     let pool_config = config.pool();
+    let worker_pool_config = config.worker_pool();
+    // Worker mode for every request leaves no request for a classic pool.
+    let classic = worker_pool_config.is_none() || config.worker_match != WorkerMatch::All;
+    let worker = worker_pool_config
+        .map(|_| {
+            WorkerConfig::new(&document_root, &config.worker_script)
+                .map(|worker| worker.with_max_requests(config.worker_max_requests))
+                .map_err(|source| StartError::WorkerScript {
+                    path: config.worker_script.clone(),
+                    source,
+                })
+        })
+        .transpose()?;
+    let classic_threads = if classic {
+        pool_config.effective_workers()
+    } else {
+        0
+    };
+    let threads = classic_threads + worker_pool_config.map_or(0, |c| c.effective_workers());
 
     // PHP first, while this is the only thread: module startup (OPcache preload) may fork.
     let runtime = PhpRuntime::start(PhpRuntimeConfig {
-        thread_hint: pool_config.effective_workers(),
+        thread_hint: threads,
         ini: Config::php_ini_overrides(),
         php_ini_path: Some(config.php_ini.clone())
             .filter(|p| !p.is_empty())
@@ -87,16 +107,33 @@ fn run(config: &Config) -> Result<(), StartError> {
         ignore_php_ini: false,
     })
     .map_err(StartError::Php)?;
-    let pool = PhpPool::start(pool_config).map_err(StartError::Workers)?;
+    let classic_pool = classic
+        .then(|| PhpPool::start(pool_config))
+        .transpose()
+        .map_err(StartError::Workers)?;
+    let worker_pool = match (worker_pool_config, worker) {
+        (Some(pool_config), Some(worker)) => {
+            Some(PhpPool::start_workers(pool_config, worker).map_err(StartError::WorkerMode)?)
+        }
+        _ => None,
+    };
+    let pools: Vec<&PhpPool> = classic_pool.iter().chain(&worker_pool).collect();
 
-    let php = PhpService::new(
-        &pool,
-        PhpServiceConfig {
-            body_limits: config.body_limits(),
-            ..PhpServiceConfig::new(document_root)
-        },
-    );
-    let internal = internal_state(config, &stack_config, &serve_config, Some(pool.monitor()));
+    let service_config = PhpServiceConfig {
+        body_limits: config.body_limits(),
+        ..PhpServiceConfig::new(document_root)
+    };
+    let php = match (&classic_pool, &worker_pool) {
+        (Some(classic), Some(workers)) => PhpService::new(classic, service_config)
+            .route_to_workers(config.worker_match.clone(), workers),
+        (Some(pool), None) | (None, Some(pool)) => PhpService::new(pool, service_config),
+        (None, None) => unreachable!("a classic pool runs unless worker mode takes every request"),
+    };
+    let monitor = pools
+        .iter()
+        .map(|pool| pool.monitor())
+        .reduce(PoolMonitor::and);
+    let internal = internal_state(config, &stack_config, &serve_config, monitor);
     let drain_started = Arc::new(OnceLock::new());
     let served = serve(
         config,
@@ -113,7 +150,7 @@ fn run(config: &Config) -> Result<(), StartError> {
     let remaining = drain_started.get().map_or(drain, |started: &Instant| {
         drain.saturating_sub(started.elapsed())
     });
-    if !pool.shutdown(remaining) {
+    if !shutdown_pools(&pools, remaining) {
         tracing::warn!(
             "PHP workers still busy after the drain timeout; exiting without PHP shutdown"
         );
@@ -121,6 +158,17 @@ fn run(config: &Config) -> Result<(), StartError> {
     }
     runtime.shutdown();
     served
+}
+
+/// Stops every pool within one `budget`; returns whether all their threads stopped.
+fn shutdown_pools(pools: &[&PhpPool], budget: Duration) -> bool {
+    let deadline = Instant::now() + budget;
+    // Every pool is asked, even after one did not stop in time.
+    let stopped: Vec<bool> = pools
+        .iter()
+        .map(|pool| pool.shutdown(deadline.saturating_duration_since(Instant::now())))
+        .collect();
+    stopped.into_iter().all(|stopped| stopped)
 }
 
 fn internal_state(
@@ -243,6 +291,13 @@ enum StartError {
     Php(PhpStartError),
     #[error("starting PHP workers: {0}")]
     Workers(std::io::Error),
+    #[error("WORKER_SCRIPT={path}: {source}")]
+    WorkerScript {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    WorkerMode(WorkerStartError),
     #[error("starting the async runtime: {0}")]
     AsyncRuntime(std::io::Error),
     #[error(transparent)]

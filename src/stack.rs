@@ -49,7 +49,7 @@ use tower::util::BoxCloneService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::config::Config;
-use crate::http::{BoxError, DocumentRoot, HttpService};
+use crate::http::{BoxError, DocumentRoot, HttpService, Script, WorkerMatch};
 use crate::layer::forwarded::TrustedProxies;
 use crate::layer::try_files::TryFilesRule;
 use crate::layer::{
@@ -83,6 +83,9 @@ pub struct StackConfig {
     pub index_file: Option<String>,
     /// `TRY_FILES` (nginx's try_files); not together with `index_file`.
     pub try_files: Option<TryFilesRule>,
+    /// Worker mode (`WORKER_MATCH`, `WORKER_SCRIPT`): the paths the worker script serves, routed
+    /// to it as to a front controller.
+    pub worker: Option<(WorkerMatch, Script)>,
     /// `ERROR_PAGES_DIR`.
     pub error_pages: Option<ErrorPagesLayer>,
     /// `PROFILE=1`.
@@ -120,6 +123,18 @@ impl StackConfig {
                 })?),
             };
         let index_file = Some(config.index_file.clone()).filter(|f| !f.is_empty());
+        let worker = match (&document_root, config.worker_script.as_str()) {
+            (Some(root), path) if !path.is_empty() => {
+                let script =
+                    root.worker_script(path)
+                        .map_err(|source| StackError::WorkerScript {
+                            path: path.into(),
+                            source,
+                        })?;
+                Some((config.worker_match.clone(), script))
+            }
+            _ => None,
+        };
         let stack_config = StackConfig {
             document_root,
             request_timeout: config.request_timeout,
@@ -129,6 +144,7 @@ impl StackConfig {
             static_cache_ttl: config.static_cache_ttl,
             index_file,
             try_files: config.try_files.clone(),
+            worker,
             error_pages,
             profile: config.profile,
             access_log: config.access_log,
@@ -222,6 +238,21 @@ where
 }
 
 fn try_files(config: &StackConfig, root: &DocumentRoot) -> Result<TryFilesLayer, StackError> {
+    let layer = routing(config, root)?;
+    match &config.worker {
+        Some((matching, script)) => {
+            layer
+                .with_worker(matching.clone(), script.clone())
+                .map_err(|source| StackError::WorkerScript {
+                    path: script.filename.clone(),
+                    source,
+                })
+        }
+        None => Ok(layer),
+    }
+}
+
+fn routing(config: &StackConfig, root: &DocumentRoot) -> Result<TryFilesLayer, StackError> {
     let layer = TryFilesLayer::new(root.clone()).with_cache_ttl(config.static_cache_ttl);
     match (&config.index_file, &config.try_files) {
         (None, None) => Ok(layer),
@@ -283,6 +314,14 @@ pub enum StackError {
     /// Both routing modes at once.
     #[error("INDEX_FILE and TRY_FILES are both set; set one")]
     IndexFileAndTryFiles,
+    /// `WORKER_SCRIPT` cannot be routed to.
+    #[error("WORKER_SCRIPT={}: {source}", path.display())]
+    WorkerScript {
+        /// The worker script.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 #[cfg(test)]
@@ -321,6 +360,7 @@ mod tests {
             trusted_proxies: "10.0.0.0/8".parse().unwrap(),
             static_cache_ttl: None,
             index_file: None,
+            worker: None,
             try_files: None,
             error_pages: Some(ErrorPagesLayer::from_pages(Default::default())),
             profile: true,

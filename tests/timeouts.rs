@@ -46,7 +46,7 @@ async fn metered_server(timeout: Duration) -> (TestServer, Metrics) {
 
 /// `tokio_php_timed_out_requests_total` as `/metrics` would show it.
 fn timed_out_total(server: &TestServer, metrics: &Metrics) -> u64 {
-    let text = metrics.render(0, Some(server.pool.stats()));
+    let text = metrics.render(0, Some(server.pool.stats()), None);
     common::metric(&text, "tokio_php_timed_out_requests_total") as u64
 }
 

@@ -69,7 +69,10 @@ impl InternalState {
             }
             "/metrics" => {
                 let pool = self.pool.as_ref().map(PoolMonitor::stats);
-                let metrics = self.metrics.render(self.connections.active(), pool);
+                let workers = self.pool.as_ref().and_then(PoolMonitor::worker_stats);
+                let metrics =
+                    self.metrics
+                        .render(self.connections.active(), pool, workers.as_ref());
                 let mut response = plain_response_with(StatusCode::OK, metrics).map(Full::new);
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,

@@ -13,6 +13,7 @@ mod extensions;
 mod route;
 mod spool;
 mod trace;
+mod worker_match;
 
 pub use body::BodyLimits;
 pub(crate) use body::{collect_body, BodyError, RequestBody};
@@ -27,6 +28,7 @@ pub use spool::IncompleteResponse;
 pub(crate) use spool::{spool, DiskBudget, SpoolLimits, SpoolReader, SpoolWriter};
 pub use trace::{RequestId, TraceContext};
 pub(crate) use trace::{TRACEPARENT, TRACESTATE};
+pub use worker_match::{InvalidWorkerMatch, WorkerMatch};
 
 use std::convert::Infallible;
 

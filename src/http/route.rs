@@ -93,6 +93,29 @@ impl DocumentRoot {
         })
     }
 
+    /// A worker script (worker mode) at `path`, absolute or relative to the root. Inside the
+    /// root it is named as a front controller would be (`SCRIPT_NAME=/worker.php`); outside
+    /// it, by its file name.
+    pub fn worker_script(&self, path: impl AsRef<Path>) -> io::Result<Script> {
+        let filename = self.root.join(path).canonicalize()?;
+        if !filename.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a file", filename.display()),
+            ));
+        }
+        if let Ok(relative) = filename.strip_prefix(&self.root) {
+            return self.front_controller(&relative.to_string_lossy());
+        }
+        let name = filename.file_name().unwrap_or_default().to_string_lossy();
+        Ok(Script {
+            script_name: format!("/{name}"),
+            filename,
+            path_info: String::new(),
+            query_string: None,
+        })
+    }
+
     /// Resolves the (still percent-encoded) path of a request URI.
     pub fn resolve(&self, uri_path: &str) -> Resolution {
         match decode_segments(uri_path) {

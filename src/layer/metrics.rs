@@ -135,7 +135,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let text = metrics.render(0, None);
+        let text = metrics.render(0, None, None);
         assert!(
             text.contains("tokio_php_responses_total{status=\"200\"} 2"),
             "{text}"

@@ -14,8 +14,9 @@ use tokio::sync::oneshot;
 use super::request::PhpRequest;
 use super::response::{Exchange, OutputSettings, ResponseStart, ScriptCounters};
 use super::thread::{execute, Executed, ThreadHandle};
-use crate::http::{Deadline, DiskBudget, RequestBody, SpoolLimits};
-use crate::telemetry::PoolStats;
+use super::worker::{self, BootReporter, WorkerConfig, WorkerCounters, WorkerStartError};
+use crate::http::{Deadline, DiskBudget, RequestBody, Script, SpoolLimits};
+use crate::telemetry::{PoolStats, WorkerStats};
 
 /// PHP threads need far more stack than Rust's 2 MiB default (deep recursion, the compiler).
 const WORKER_STACK_SIZE: usize = 16 * 1024 * 1024;
@@ -89,7 +90,7 @@ pub(crate) struct Job {
 
 impl Job {
     /// The client left, or the request timed out, while it waited: nobody wants the answer.
-    fn is_abandoned(&self) -> bool {
+    pub(super) fn is_abandoned(&self) -> bool {
         self.reply.is_closed() || self.deadline.as_ref().is_some_and(Deadline::is_expired)
     }
 }
@@ -105,9 +106,11 @@ pub(crate) enum Rejected {
 
 /// The jobs waiting for a worker. A job whose client gave up keeps no slot: when the queue looks
 /// full, abandoned jobs are dropped before a new one is refused.
-struct JobQueue {
+pub(super) struct JobQueue {
     state: Mutex<QueueState>,
     job_added: Condvar,
+    /// Wakes threads waiting for the queue to close (not for jobs: see `wait_closed`).
+    closing: Condvar,
     capacity: usize,
     /// Jobs dropped unrun because nobody waited for them any more, since start.
     abandoned: AtomicU64,
@@ -127,6 +130,7 @@ impl JobQueue {
                 closed: false,
             }),
             job_added: Condvar::new(),
+            closing: Condvar::new(),
             capacity,
             abandoned: AtomicU64::new(0),
         }
@@ -159,14 +163,14 @@ impl JobQueue {
         Ok(())
     }
 
-    fn count_abandoned(&self, jobs: usize) {
+    pub(super) fn count_abandoned(&self, jobs: usize) {
         if jobs > 0 {
             self.abandoned.fetch_add(jobs as u64, Ordering::Relaxed);
         }
     }
 
     /// The next job, waiting for one; `None` once the queue is closed and empty.
-    fn pop(&self) -> Option<Job> {
+    pub(super) fn pop(&self) -> Option<Job> {
         let mut state = lock(&self.state);
         loop {
             if let Some(job) = state.jobs.pop_front() {
@@ -185,10 +189,21 @@ impl JobQueue {
     fn close(&self) {
         lock(&self.state).closed = true;
         self.job_added.notify_all();
+        self.closing.notify_all();
     }
 
-    fn is_closed(&self) -> bool {
+    pub(super) fn is_closed(&self) -> bool {
         lock(&self.state).closed
+    }
+
+    /// Waits up to `timeout` for the queue to close; returns whether it did.
+    pub(super) fn wait_closed(&self, timeout: Duration) -> bool {
+        let state = lock(&self.state);
+        let (state, _) = self
+            .closing
+            .wait_timeout_while(state, timeout, |state| !state.closed)
+            .unwrap_or_else(|e| e.into_inner());
+        state.closed
     }
 
     fn len(&self) -> usize {
@@ -196,15 +211,17 @@ impl JobQueue {
     }
 }
 
-struct Shared {
-    queue: JobQueue,
-    output: OutputSettings,
-    busy: AtomicUsize,
+pub(super) struct Shared {
+    pub(super) queue: JobQueue,
+    pub(super) output: OutputSettings,
+    pub(super) busy: AtomicUsize,
     live: Mutex<usize>,
     all_stopped: Condvar,
-    counters: Arc<ScriptCounters>,
+    pub(super) counters: Arc<ScriptCounters>,
     replaced_workers: AtomicU64,
     workers: usize,
+    /// Worker mode: the script each thread runs, and what its runs count.
+    pub(super) worker: Option<(WorkerConfig, WorkerCounters)>,
 }
 
 /// The submitting side, shared by every clone of the service.
@@ -241,18 +258,49 @@ impl Submitter {
             abandoned: self.shared.queue.abandoned.load(Ordering::Relaxed),
         }
     }
+
+    fn worker_stats(&self) -> Option<WorkerStats> {
+        self.shared
+            .worker
+            .as_ref()
+            .map(|(_, counters)| counters.stats())
+    }
+
+    /// In worker mode, the script every request submitted here runs.
+    pub(crate) fn worker_script(&self) -> Option<&Script> {
+        self.shared
+            .worker
+            .as_ref()
+            .map(|(config, _)| &config.script)
+    }
 }
 
-/// A cloneable view of a pool's load, for health checks and metrics.
+/// A cloneable view of the load of one pool or several (a classic pool and a worker pool), for
+/// health checks and metrics.
 #[derive(Clone, Debug)]
 pub struct PoolMonitor {
-    submitter: Submitter,
+    pools: Vec<Submitter>,
 }
 
 impl PoolMonitor {
-    /// Current load.
+    /// Current load, summed over the pools.
     pub fn stats(&self) -> PoolStats {
-        self.submitter.stats()
+        self.pools
+            .iter()
+            .map(Submitter::stats)
+            .reduce(PoolStats::sum)
+            .unwrap_or_default()
+    }
+
+    /// What the worker-mode pool among them counts, if there is one.
+    pub fn worker_stats(&self) -> Option<WorkerStats> {
+        self.pools.iter().find_map(Submitter::worker_stats)
+    }
+
+    /// One view of both pools.
+    pub fn and(mut self, other: PoolMonitor) -> PoolMonitor {
+        self.pools.extend(other.pools);
+        self
     }
 }
 
@@ -276,6 +324,48 @@ impl fmt::Debug for PhpPool {
 impl PhpPool {
     /// Starts the worker threads. PHP must be started ([`PhpRuntime::start`](super::PhpRuntime)).
     pub fn start(config: PoolConfig) -> io::Result<PhpPool> {
+        let pool = PhpPool::new(config, None);
+        for id in 0..pool.workers {
+            spawn_worker(id, pool.submitter.shared.clone(), None)?;
+        }
+        tracing::info!(
+            workers = pool.workers,
+            queue_capacity = pool.queue_capacity,
+            "PHP worker pool started"
+        );
+        Ok(pool)
+    }
+
+    /// Starts the worker threads in worker mode: each runs `worker`'s script, which boots the
+    /// application once and serves requests through `tokio_handle_request()`
+    /// (docs/worker-mode.md). Returns once every thread's script booted; if one fails to, the
+    /// pool stops and the error says why. PHP must be started first.
+    pub fn start_workers(
+        config: PoolConfig,
+        worker: WorkerConfig,
+    ) -> Result<PhpPool, WorkerStartError> {
+        let script = worker.script.filename.clone();
+        let pool = PhpPool::new(config, Some(worker));
+        let (reporter, boots) = BootReporter::channel(&script);
+        for id in 0..pool.workers {
+            spawn_worker(id, pool.submitter.shared.clone(), Some(reporter.clone()))?;
+        }
+        drop(reporter);
+        if let Err(error) = boots.wait(pool.workers) {
+            pool.shutdown(Duration::from_secs(30));
+            return Err(error);
+        }
+        tracing::info!(
+            workers = pool.workers,
+            queue_capacity = pool.queue_capacity,
+            script = %script.display(),
+            max_requests = pool.submitter.shared.worker.as_ref().map_or(0, |(w, _)| w.max_requests),
+            "PHP worker pool started in worker mode"
+        );
+        Ok(pool)
+    }
+
+    fn new(config: PoolConfig, worker: Option<WorkerConfig>) -> PhpPool {
         let workers = config.effective_workers();
         let queue_capacity = config.effective_queue_capacity();
         let shared = Arc::new(Shared {
@@ -294,16 +384,13 @@ impl PhpPool {
             counters: Arc::default(),
             replaced_workers: AtomicU64::new(0),
             workers,
+            worker: worker.map(|worker| (worker, WorkerCounters::new(workers))),
         });
-        for id in 0..workers {
-            spawn_worker(id, shared.clone())?;
-        }
-        tracing::info!(workers, queue_capacity, "PHP worker pool started");
-        Ok(PhpPool {
+        PhpPool {
             submitter: Submitter { shared },
             workers,
             queue_capacity,
-        })
+        }
     }
 
     /// The number of worker threads.
@@ -324,7 +411,7 @@ impl PhpPool {
     /// A handle that reports this pool's load (for health checks and metrics).
     pub fn monitor(&self) -> PoolMonitor {
         PoolMonitor {
-            submitter: self.submitter.clone(),
+            pools: vec![self.submitter.clone()],
         }
     }
 
@@ -359,14 +446,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn spawn_worker(id: usize, shared: Arc<Shared>) -> io::Result<()> {
+/// Starts worker thread `id`; in worker mode, `boot` learns whether its script booted.
+fn spawn_worker(id: usize, shared: Arc<Shared>, boot: Option<BootReporter>) -> io::Result<()> {
     *lock(&shared.live) += 1;
     let spawned = thread::Builder::new()
         .name(format!("php-worker-{id}"))
         .stack_size(WORKER_STACK_SIZE)
         .spawn({
             let shared = shared.clone();
-            move || worker_main(id, shared)
+            move || worker_main(id, shared, boot)
         });
     if spawned.is_err() {
         worker_exited(&shared);
@@ -383,34 +471,26 @@ fn worker_exited(shared: &Shared) {
 }
 
 /// Whether the worker thread may take another job.
-enum ThreadState {
+pub(super) enum ThreadState {
     Healthy,
     /// PHP's state on this thread is suspect (a bailout escaped request shutdown).
     Unusable,
 }
 
-fn worker_main(id: usize, shared: Arc<Shared>) {
+fn worker_main(id: usize, shared: Arc<Shared>, boot: Option<BootReporter>) {
     let Some(handle) = ThreadHandle::start(id, shared.workers, shared.queue.capacity) else {
         tracing::error!(worker = id, "out of memory starting a PHP worker");
+        if let Some(boot) = boot {
+            boot.failed(id, "out of memory starting a PHP worker".into());
+        }
         worker_exited(&shared);
         return;
     };
     let handle = Arc::new(handle);
-    let mut state = ThreadState::Healthy;
-    let mut request_seq = 0u64;
-    while let Some(job) = shared.queue.pop() {
-        if job.is_abandoned() {
-            shared.queue.count_abandoned(1);
-            continue;
-        }
-        request_seq += 1;
-        shared.busy.fetch_add(1, Ordering::Relaxed);
-        state = run_job(job, &shared, &handle, request_seq);
-        shared.busy.fetch_sub(1, Ordering::Relaxed);
-        if matches!(state, ThreadState::Unusable) {
-            break;
-        }
-    }
+    let state = match &shared.worker {
+        Some((config, _)) => worker::serve(id, &shared, &handle, config, boot),
+        None => serve_jobs(&shared, &handle),
+    };
     handle.stop();
     drop(handle);
 
@@ -420,7 +500,7 @@ fn worker_main(id: usize, shared: Arc<Shared>) {
             worker = id,
             "PHP worker thread retired after an unrecoverable error; starting a fresh one"
         );
-        match spawn_worker(id, shared.clone()) {
+        match spawn_worker(id, shared.clone(), None) {
             Ok(()) => {
                 shared.replaced_workers.fetch_add(1, Ordering::Relaxed);
             }
@@ -432,45 +512,109 @@ fn worker_main(id: usize, shared: Arc<Shared>) {
     worker_exited(&shared);
 }
 
-fn run_job(job: Job, shared: &Shared, thread: &Arc<ThreadHandle>, request_seq: u64) -> ThreadState {
-    let Job {
-        mut request,
-        reply,
-        queued_at,
-        span,
-        deadline,
-        parse_time,
-        runtime,
-    } = job;
-    let _entered = span.enter();
-    let queue_time = queued_at.elapsed();
-    if let Some(deadline) = &deadline {
-        let thread = thread.clone();
-        deadline.on_expire(move || {
-            if thread.interrupt(request_seq) {
-                tracing::warn!("interrupted a PHP script that outlived its request timeout");
-            }
-        });
+/// Classic mode: one script run per request, until the pool stops or PHP's state on this thread
+/// is suspect.
+fn serve_jobs(shared: &Shared, handle: &Arc<ThreadHandle>) -> ThreadState {
+    let mut state = ThreadState::Healthy;
+    let mut request_seq = 0u64;
+    while let Some(job) = shared.queue.pop() {
+        if job.is_abandoned() {
+            shared.queue.count_abandoned(1);
+            continue;
+        }
+        request_seq += 1;
+        shared.busy.fetch_add(1, Ordering::Relaxed);
+        state = run_job(job, shared, handle, request_seq);
+        shared.busy.fetch_sub(1, Ordering::Relaxed);
+        if matches!(state, ThreadState::Unusable) {
+            break;
+        }
     }
-    let body = std::mem::replace(&mut request.body, RequestBody::empty());
-    let mut exchange = Exchange::new(body, reply, shared.output.clone())
-        .with_runtime(runtime)
-        .with_counters(shared.counters.clone())
-        .with_deadline(deadline.clone())
-        .with_timings(parse_time, queue_time);
+    state
+}
+
+/// A job taken by a worker thread: its request, and the exchange PHP's callbacks talk to.
+pub(super) struct Started {
+    pub(super) request: PhpRequest,
+    pub(super) exchange: Exchange,
+    pub(super) deadline: Option<Deadline>,
+    /// The request's span, entered on the worker thread until the request is done.
+    pub(super) span: tracing::span::EnteredSpan,
+}
+
+impl Job {
+    /// Takes the job up on this worker thread as request `request_seq`: enters its span, lets its
+    /// deadline interrupt the script, and builds the exchange.
+    pub(super) fn start(
+        self,
+        shared: &Shared,
+        thread: &Arc<ThreadHandle>,
+        request_seq: u64,
+    ) -> Started {
+        let Job {
+            mut request,
+            reply,
+            queued_at,
+            span,
+            deadline,
+            parse_time,
+            runtime,
+        } = self;
+        let span = span.entered();
+        let queue_time = queued_at.elapsed();
+        if let Some(deadline) = &deadline {
+            let thread = thread.clone();
+            deadline.on_expire(move || {
+                if thread.interrupt(request_seq) {
+                    tracing::warn!("interrupted a PHP script that outlived its request timeout");
+                }
+            });
+        }
+        let body = std::mem::replace(&mut request.body, RequestBody::empty());
+        let exchange = Exchange::new(body, reply, shared.output.clone())
+            .with_runtime(runtime)
+            .with_counters(shared.counters.clone())
+            .with_deadline(deadline.clone())
+            .with_timings(parse_time, queue_time);
+        Started {
+            request,
+            exchange,
+            deadline,
+            span,
+        }
+    }
+}
+
+impl Started {
+    /// Ends the exchange once PHP is done with the request: the response as PHP left it, or
+    /// (after a C stack overflow, when what PHP left is not trustworthy) a `500` unless output
+    /// already left.
+    pub(super) fn complete(exchange: Exchange, deadline: Option<&Deadline>, overflowed: bool) {
+        if let Some(deadline) = deadline {
+            deadline.clear_on_expire();
+        }
+        if overflowed {
+            tracing::warn!("PHP overflowed its C stack; answering 500");
+            exchange.abandon();
+        } else {
+            exchange.finish();
+        }
+    }
+}
+
+fn run_job(job: Job, shared: &Shared, thread: &Arc<ThreadHandle>, request_seq: u64) -> ThreadState {
+    let Started {
+        mut request,
+        mut exchange,
+        deadline,
+        span,
+    } = job.start(shared, thread, request_seq);
     let Executed {
         thread_usable,
         overflowed,
     } = execute(&mut request, &mut exchange, request_seq);
-    if let Some(deadline) = &deadline {
-        deadline.clear_on_expire();
-    }
-    if overflowed {
-        tracing::warn!("PHP overflowed its C stack; answering 500");
-        exchange.abandon();
-    } else {
-        exchange.finish();
-    }
+    Started::complete(exchange, deadline.as_ref(), overflowed);
+    drop(span);
     // An overflow alone does not retire the thread, any more than another fatal error does: on
     // PHP 8.2 with the JIT, a thread that exits leaves the JIT code it compiled pointing at its
     // freed copies of PHP's internal functions (docs/php.md, "Stack overflow in PHP").

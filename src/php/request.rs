@@ -128,6 +128,23 @@ impl PhpRequest {
         })
     }
 
+    /// A worker script's own request (worker mode): the script as the primary script, no
+    /// client, no body; `$_SERVER` has what a `GET /` would have, from an unknown address.
+    pub(crate) fn for_worker_script(
+        script: &Script,
+        identity: &ServerIdentity,
+    ) -> Result<Self, InvalidRequest> {
+        let (parts, ()) = http::Request::new(()).into_parts();
+        let nobody = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        PhpRequest::new(
+            &parts,
+            script,
+            RequestBody::empty(),
+            &ConnInfo::tcp(nobody, nobody),
+            identity,
+        )
+    }
+
     /// The C view of this request. `entries` must outlive the returned struct's use and is
     /// filled here; `request_seq` identifies it to `tp_interrupt`; `ctx` is handed back to the
     /// host callbacks.

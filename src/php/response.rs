@@ -326,6 +326,8 @@ enum ScriptFailure {
     FatalError,
     /// `max_execution_time`, or the request's deadline interrupting it.
     TimedOut,
+    /// `exit()` in a worker script's request handler, which ends the whole worker script.
+    Exited,
 }
 
 impl ScriptFailure {
@@ -335,6 +337,7 @@ impl ScriptFailure {
                 Some(ScriptFailure::FatalError)
             }
             f if f == ffi::tp_failure::TP_FAILURE_TIMED_OUT as i32 => Some(ScriptFailure::TimedOut),
+            f if f == ffi::tp_failure::TP_FAILURE_EXIT as i32 => Some(ScriptFailure::Exited),
             _ => None,
         }
     }
@@ -386,14 +389,15 @@ impl Exchange {
         self
     }
 
-    /// PHP is ending the script on a fatal error (a `tp_failure`): the first one decides how the
-    /// response ends, and counts as the request's fatal error (whatever log_errors says).
+    /// PHP is ending the script early (a `tp_failure`): the first failure decides how the
+    /// response ends, and a fatal error or timeout counts as the request's fatal error (whatever
+    /// log_errors says).
     pub(crate) fn script_failed(&mut self, failure: i32) {
         let Some(failure) = ScriptFailure::from_ffi(failure) else {
             return;
         };
         if self.failure.is_none() {
-            if let Some(counters) = &self.counters {
+            if let (Some(counters), false) = (&self.counters, failure == ScriptFailure::Exited) {
                 counters.fatal_errors.fetch_add(1, Ordering::Relaxed);
             }
             self.failure = Some(failure);
@@ -482,7 +486,7 @@ impl Exchange {
     /// Why the script did not end normally, as a response under way would report it.
     fn failure_reason(&self) -> Option<IncompleteResponse> {
         Some(match self.failure? {
-            ScriptFailure::FatalError => IncompleteResponse::ScriptFailed,
+            ScriptFailure::FatalError | ScriptFailure::Exited => IncompleteResponse::ScriptFailed,
             // The deadline's interrupt and max_execution_time end a script the same way.
             ScriptFailure::TimedOut if self.deadline.as_ref().is_some_and(Deadline::is_expired) => {
                 IncompleteResponse::RequestTimeout

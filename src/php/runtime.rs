@@ -7,6 +7,7 @@ use std::thread::{self, ThreadId};
 
 use super::ffi;
 use super::response::{Exchange, Head};
+use super::worker::WorkerRun;
 
 static STARTED: AtomicBool = AtomicBool::new(false);
 
@@ -135,6 +136,8 @@ const HOST_CALLBACKS: ffi::tp_host_callbacks = ffi::tp_host_callbacks {
     phase: Some(host_phase),
     finish: Some(host_finish),
     script_failed: Some(host_script_failed),
+    next_request: Some(host_next_request),
+    request_done: Some(host_request_done),
 };
 
 /// Runs a host callback's body, turning a panic into `fallback` and an error log line: a panic
@@ -240,6 +243,28 @@ unsafe extern "C" fn host_script_failed(ctx: *mut c_void, failure: c_int) {
     // SAFETY: the shim passes the running request's ctx.
     guarded("script_failed", (), || unsafe {
         exchange(ctx).script_failed(failure)
+    })
+}
+
+/// # Safety
+/// `worker` is the `WorkerRun` the worker thread passed to `tp_run_worker`, which is still
+/// running on this thread; nothing else touches it while PHP runs.
+unsafe fn worker_run<'a>(worker: *mut c_void) -> &'a mut WorkerRun {
+    // SAFETY: guaranteed by the caller (see above).
+    unsafe { &mut *worker.cast::<WorkerRun>() }
+}
+
+unsafe extern "C" fn host_next_request(worker: *mut c_void) -> *const ffi::tp_request {
+    // SAFETY: the shim passes tp_run_worker's `worker` argument.
+    guarded("next_request", std::ptr::null(), || unsafe {
+        worker_run(worker).next_request()
+    })
+}
+
+unsafe extern "C" fn host_request_done(worker: *mut c_void) {
+    // SAFETY: the shim passes tp_run_worker's `worker` argument.
+    guarded("request_done", (), || unsafe {
+        worker_run(worker).request_done()
     })
 }
 

@@ -18,7 +18,7 @@ use super::request::{PhpRequest, ServerIdentity};
 use super::response::PhpBody;
 use crate::http::{
     collect_body, plain_response, BodyError, BodyLimits, BoxError, ConnInfo, Deadline,
-    DocumentRoot, Resolution, Script, SERVER_SOFTWARE,
+    DocumentRoot, Resolution, Script, WorkerMatch, SERVER_SOFTWARE,
 };
 
 /// Settings of a [`PhpService`].
@@ -58,9 +58,14 @@ impl PhpServiceConfig {
 /// # drop(service); pool.shutdown(std::time::Duration::from_secs(5)); runtime.shutdown();
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// A service on a worker-mode pool ([`PhpPool::start_workers`]) runs every request on the
+/// pool's worker script; [`PhpService::route_to_workers`] sends only some requests there.
 #[derive(Debug, Clone)]
 pub struct PhpService {
     pool: Submitter,
+    /// Requests that go to a worker-mode pool instead of `pool`.
+    workers: Option<(WorkerMatch, Submitter)>,
     settings: Arc<Settings>,
 }
 
@@ -80,11 +85,29 @@ impl PhpService {
         };
         PhpService {
             pool: pool.submitter(),
+            workers: None,
             settings: Arc::new(Settings {
                 document_root: config.document_root,
                 body_limits: config.body_limits,
                 identity,
             }),
+        }
+    }
+}
+
+impl PhpService {
+    /// Sends the requests `matching` selects to `workers`, a worker-mode pool, and the rest to
+    /// this service's own pool (`WORKER_MATCH=/api`).
+    pub fn route_to_workers(mut self, matching: WorkerMatch, workers: &PhpPool) -> Self {
+        self.workers = Some((matching, workers.submitter()));
+        self
+    }
+
+    /// The pool a request for `path` goes to.
+    fn pool_for(&self, path: &str) -> &Submitter {
+        match &self.workers {
+            Some((matching, workers)) if matching.matches(path) => workers,
+            _ => &self.pool,
         }
     }
 }
@@ -143,9 +166,12 @@ impl PhpService {
     {
         let settings = &self.settings;
         let received = Instant::now();
-        let resolved = match request.extensions_mut().remove::<Script>() {
-            Some(script) => Resolution::Script(script),
-            None => settings.document_root.resolve(request.uri().path()),
+        let pool = self.pool_for(request.uri().path());
+        let routed = request.extensions_mut().remove::<Script>();
+        let resolved = match (pool.worker_script(), routed) {
+            (Some(worker), routed) => Resolution::Script(worker_request_script(worker, routed)),
+            (None, Some(script)) => Resolution::Script(script),
+            (None, None) => settings.document_root.resolve(request.uri().path()),
         };
         let script = match resolved {
             Resolution::Script(script) => script,
@@ -191,7 +217,7 @@ impl PhpService {
             parse_time: received.elapsed(),
             runtime: tokio::runtime::Handle::try_current().ok(),
         };
-        match self.pool.try_submit(job) {
+        match pool.try_submit(job) {
             Ok(()) => {}
             Err(Rejected::QueueFull) => {
                 tracing::warn!("PHP queue full; answering 503");
@@ -206,6 +232,17 @@ impl PhpService {
             Err(_) => error_response(StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
+}
+
+/// A worker-mode request's script: the worker script, with the `PATH_INFO` and query string a
+/// front-controller rewrite (`TRY_FILES`) gave the request, if any.
+fn worker_request_script(worker: &Script, routed: Option<Script>) -> Script {
+    let mut script = worker.clone();
+    if let Some(routed) = routed {
+        script.path_info = routed.path_info;
+        script.query_string = routed.query_string;
+    }
+    script
 }
 
 fn unknown_connection() -> ConnInfo {

@@ -1,4 +1,5 @@
-//! A worker thread's PHP context, as the pool drives it: start, run one request, interrupt, stop.
+//! A worker thread's PHP context, as the pool drives it: start, run one request (or a worker
+//! script that serves many), interrupt, stop.
 //! Together with [`runtime`](super::runtime) (the SAPI's callbacks) this is where Rust calls
 //! into the C shim in `ext/`; the pool itself is safe code.
 
@@ -8,6 +9,7 @@ use std::ptr::NonNull;
 use super::ffi;
 use super::request::PhpRequest;
 use super::response::Exchange;
+use super::worker::WorkerRun;
 
 /// A worker thread as other threads see it: what a timed-out request's deadline uses to stop the
 /// script. Shared, because a deadline may fire (harmlessly) after the thread has exited.
@@ -82,5 +84,90 @@ pub(super) fn execute(
     Executed {
         thread_usable: matches!(outcome, ffi::tp_outcome::TP_OUTCOME_OK),
         overflowed,
+    }
+}
+
+/// A request lent to a worker script's `tokio_handle_request()`: its C view, and the exchange the
+/// callbacks reach through its `ctx`, at heap addresses that stay put until it is taken back.
+pub(super) struct LentRequest {
+    /// Owns the strings `c_request` points into.
+    _request: PhpRequest,
+    /// Owns the `$_SERVER` entries `c_request` points into.
+    _entries: Vec<ffi::tp_server_var>,
+    c_request: NonNull<ffi::tp_request>,
+    exchange: Option<NonNull<Exchange>>,
+}
+
+impl LentRequest {
+    pub(super) fn new(mut request: PhpRequest, exchange: Exchange, request_seq: u64) -> Self {
+        let exchange = NonNull::from(Box::leak(Box::new(exchange)));
+        let mut entries = Vec::new();
+        let c_request = request.as_ffi(&mut entries, request_seq, exchange.as_ptr().cast());
+        LentRequest {
+            _request: request,
+            _entries: entries,
+            c_request: NonNull::from(Box::leak(Box::new(c_request))),
+            exchange: Some(exchange),
+        }
+    }
+
+    /// What `next_request` hands to PHP.
+    pub(super) fn as_ptr(&self) -> *const ffi::tp_request {
+        self.c_request.as_ptr()
+    }
+
+    /// The exchange back, once PHP no longer refers to the request: after `request_done`, or
+    /// after the script that ran it ended.
+    pub(super) fn take_back(mut self) -> Exchange {
+        let exchange = self
+            .exchange
+            .take()
+            .expect("an exchange is taken back once");
+        // SAFETY: leaked from a Box in `new`; PHP is done with it (the caller's promise) and
+        // `exchange` is None from here on, so Drop does not free it again.
+        *unsafe { Box::from_raw(exchange.as_ptr()) }
+    }
+}
+
+impl Drop for LentRequest {
+    fn drop(&mut self) {
+        // SAFETY: both were leaked from Boxes in `new` and PHP no longer refers to them (the
+        // request was taken back, or never reached PHP).
+        unsafe {
+            drop(Box::from_raw(self.c_request.as_ptr()));
+            if let Some(exchange) = self.exchange.take() {
+                drop(Box::from_raw(exchange.as_ptr()));
+            }
+        }
+    }
+}
+
+/// How a worker script left the thread.
+pub(super) struct WorkerEnded {
+    /// False when PHP's state on this thread is suspect (a bailout escaped request shutdown).
+    pub(super) thread_usable: bool,
+    /// PHP overflowed its C stack.
+    pub(super) overflowed: bool,
+    pub(super) report: ffi::tp_worker_report,
+}
+
+/// Runs the worker script `script` on the calling worker thread's PHP context until it ends;
+/// its `tokio_handle_request()` calls take their requests from `run`.
+pub(super) fn run_worker(script: &mut PhpRequest, run: &mut WorkerRun) -> WorkerEnded {
+    let mut entries = Vec::new();
+    let c_script = script.as_ffi(&mut entries, 0, std::ptr::null_mut());
+    // SAFETY: all-zero is a valid tp_worker_report (plain integers, a bool and a byte array).
+    let mut report: ffi::tp_worker_report = unsafe { std::mem::zeroed() };
+    let host: *mut WorkerRun = run;
+    // SAFETY: `c_script` points into `script` and `entries`, which outlive the call; `host`
+    // points at `run`, which Rust does not touch until the call returns (the exclusive borrow
+    // above makes sure of it); the callbacks reach it only on this thread, during the call.
+    let outcome = unsafe { ffi::tp_run_worker(&c_script, host.cast::<c_void>(), &mut report) };
+    // SAFETY: reads a flag tp_run_worker left on this thread.
+    let overflowed = unsafe { ffi::tp_stack_overflowed() };
+    WorkerEnded {
+        thread_usable: matches!(outcome, ffi::tp_outcome::TP_OUTCOME_OK),
+        overflowed,
+        report,
     }
 }

@@ -19,6 +19,9 @@ use metrics_exporter_prometheus::{
 };
 
 const DURATION: &str = "tokio_php_request_duration_seconds";
+const WORKER_RESTARTS: &str = "tokio_php_worker_restarts_total";
+const WORKER_REQUESTS: &str = "tokio_php_worker_requests_total";
+const WORKER_SCRIPT_REQUESTS: &str = "tokio_php_worker_script_requests";
 /// Latency buckets, in seconds: from a cached PHP page to a slow report.
 const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -194,6 +197,21 @@ const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         Kind::Gauge,
         "Memory in use (total minus available).",
     ),
+    (
+        WORKER_RESTARTS,
+        Kind::Counter,
+        "Worker mode: worker script restarts since start, by reason.",
+    ),
+    (
+        WORKER_REQUESTS,
+        Kind::Counter,
+        "Worker mode: requests served since start, by worker thread.",
+    ),
+    (
+        WORKER_SCRIPT_REQUESTS,
+        Kind::Gauge,
+        "Worker mode: requests served by the worker script running now, by worker thread.",
+    ),
 ];
 
 #[derive(Clone, Copy)]
@@ -304,7 +322,12 @@ impl Metrics {
 
     /// Samples the gauges and renders everything in the Prometheus text format, given the
     /// client connections open now and the PHP pool's load (none for a server without PHP).
-    pub fn render(&self, active_connections: usize, pool: Option<PoolStats>) -> String {
+    pub fn render(
+        &self,
+        active_connections: usize,
+        pool: Option<PoolStats>,
+        workers: Option<&WorkerStats>,
+    ) -> String {
         let inner = &self.inner;
         let requests = inner.requests.load(Ordering::Relaxed);
         let now = Instant::now();
@@ -359,8 +382,37 @@ impl Metrics {
             self.counter("tokio_php_abandoned_requests_total")
                 .absolute(pool.abandoned);
         }
+        if let Some(workers) = workers {
+            self.render_worker_mode(workers);
+        }
         self.sample_node();
         inner.handle.render()
+    }
+
+    fn render_worker_mode(&self, workers: &WorkerStats) {
+        for (reason, count) in &workers.restarts {
+            self.labelled_counter(WORKER_RESTARTS, "reason", reason.as_str().to_string())
+                .absolute(*count);
+        }
+        for (worker, count) in workers.requests.iter().enumerate() {
+            self.labelled_counter(WORKER_REQUESTS, "worker", worker.to_string())
+                .absolute(*count);
+        }
+        for (worker, count) in workers.script_requests.iter().enumerate() {
+            let key = Key::from_parts(
+                WORKER_SCRIPT_REQUESTS,
+                vec![Label::new("worker", worker.to_string())],
+            );
+            self.inner
+                .recorder
+                .register_gauge(&key, &METADATA)
+                .set(*count as f64);
+        }
+    }
+
+    fn labelled_counter(&self, name: &'static str, label: &'static str, value: String) -> Counter {
+        let key = Key::from_parts(name, vec![Label::new(label, value)]);
+        self.inner.recorder.register_counter(&key, &METADATA)
     }
 
     fn sample_node(&self) {
@@ -383,8 +435,9 @@ impl Metrics {
     }
 }
 
-/// A snapshot of the PHP pool's load, as [`PhpPool`](crate::php::PhpPool) reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A snapshot of the PHP pool's load, as [`PhpPool`](crate::php::PhpPool) reports it (or the
+/// sum over several pools, as [`PoolMonitor`](crate::php::PoolMonitor) does).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStats {
     /// Worker threads configured.
     pub workers: usize,
@@ -413,6 +466,101 @@ pub struct PoolStats {
     pub live_workers: usize,
     /// Requests waiting for a worker.
     pub queued: usize,
+}
+
+impl PoolStats {
+    /// Both pools' numbers together.
+    pub fn sum(self, other: PoolStats) -> PoolStats {
+        PoolStats {
+            workers: self.workers + other.workers,
+            queue_capacity: self.queue_capacity + other.queue_capacity,
+            fatal_errors: self.fatal_errors + other.fatal_errors,
+            timeouts: self.timeouts + other.timeouts,
+            spooled_bytes: self.spooled_bytes + other.spooled_bytes,
+            spool_files: self.spool_files + other.spool_files,
+            replaced_workers: self.replaced_workers + other.replaced_workers,
+            abandoned: self.abandoned + other.abandoned,
+            busy_workers: self.busy_workers + other.busy_workers,
+            live_workers: self.live_workers + other.live_workers,
+            queued: self.queued + other.queued,
+        }
+    }
+}
+
+/// Why a worker script was started again (worker mode, docs/worker-mode.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RestartReason {
+    /// It served `WORKER_MAX_REQUESTS` requests.
+    MaxRequests,
+    /// A fatal error.
+    FatalError,
+    /// `memory_limit` was reached.
+    MemoryLimit,
+    /// A request handler threw an exception nothing caught.
+    Exception,
+    /// A request handler called `exit()`.
+    Exit,
+    /// A request timed out (`REQUEST_TIMEOUT`, `max_execution_time`).
+    Timeout,
+    /// PHP overflowed its C stack.
+    StackOverflow,
+    /// The script ended without `tokio_handle_request()` telling it to.
+    ScriptEnded,
+    /// A restarted script failed before it served a request.
+    BootFailed,
+}
+
+impl RestartReason {
+    /// Every reason, in a fixed order.
+    pub const ALL: [RestartReason; 9] = [
+        RestartReason::MaxRequests,
+        RestartReason::FatalError,
+        RestartReason::MemoryLimit,
+        RestartReason::Exception,
+        RestartReason::Exit,
+        RestartReason::Timeout,
+        RestartReason::StackOverflow,
+        RestartReason::ScriptEnded,
+        RestartReason::BootFailed,
+    ];
+
+    /// The `reason` label and log field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartReason::MaxRequests => "max_requests",
+            RestartReason::FatalError => "fatal_error",
+            RestartReason::MemoryLimit => "memory_limit",
+            RestartReason::Exception => "exception",
+            RestartReason::Exit => "exit",
+            RestartReason::Timeout => "timeout",
+            RestartReason::StackOverflow => "stack_overflow",
+            RestartReason::ScriptEnded => "script_ended",
+            RestartReason::BootFailed => "boot_failed",
+        }
+    }
+
+    /// Whether the restart follows a failure (and so backs off when failures repeat).
+    pub fn is_failure(self) -> bool {
+        self != RestartReason::MaxRequests
+    }
+}
+
+impl fmt::Display for RestartReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a worker-mode pool counts, by worker thread and restart reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Worker script restarts since start, for each reason of [`RestartReason::ALL`].
+    pub restarts: Vec<(RestartReason, u64)>,
+    /// Requests each worker thread served since start (index = `tokio_worker_id()`).
+    pub requests: Vec<u64>,
+    /// Requests the script running now on each worker thread served: what
+    /// `WORKER_MAX_REQUESTS` bounds.
+    pub script_requests: Vec<u64>,
 }
 
 /// The method's place in [`METHOD_LABELS`]; anything unusual is `OTHER`, so clients cannot grow
@@ -479,7 +627,7 @@ mod tests {
             Duration::ZERO,
             true,
         );
-        let text = metrics.render(0, None);
+        let text = metrics.render(0, None, None);
         assert!(
             text.contains("tokio_php_requests_total{method=\"GET\"} 1"),
             "{text}"
@@ -519,13 +667,13 @@ mod tests {
             live_workers: 1,
             queued: 0,
         };
-        let text = metrics.render(0, Some(pool));
+        let text = metrics.render(0, Some(pool), None);
         assert!(
             text.contains("tokio_php_timed_out_requests_total 3"),
             "{text}"
         );
         answered_504(&metrics);
-        let text = metrics.render(0, Some(pool));
+        let text = metrics.render(0, Some(pool), None);
         assert!(text.contains("tokio_php_timed_out_requests_total 4"));
     }
 }

@@ -5,5 +5,5 @@ pub mod log;
 pub mod metrics;
 pub mod trace;
 
-pub use metrics::{Metrics, PoolStats};
+pub use metrics::{Metrics, PoolStats, RestartReason, WorkerStats};
 pub use trace::{OtelError, OtelExport};

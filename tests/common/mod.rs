@@ -58,6 +58,7 @@ pub fn stack_config() -> tokio_php::stack::StackConfig {
         trusted_proxies: Default::default(),
         static_cache_ttl: None,
         index_file: None,
+        worker: None,
         try_files: None,
         error_pages: None,
         profile: false,

@@ -63,7 +63,7 @@ use tower::{Layer, Service};
 use tower_http::services::fs::{ServeFileSystemResponseBody, ServeFileSystemResponseFuture};
 use tower_http::services::ServeFile;
 
-use crate::http::{plain_response, BoxError, DocumentRoot};
+use crate::http::{plain_response, BoxError, DocumentRoot, Script, WorkerMatch};
 use route::{Mode, Route};
 
 /// Routes requests to static files or PHP. See the [module docs](self).
@@ -78,6 +78,8 @@ struct Config {
     root: DocumentRoot,
     cache_control: Option<HeaderValue>,
     mode: Mode,
+    /// Worker mode: the paths the worker script serves, routed as by its front controller.
+    worker: Option<(WorkerMatch, Mode)>,
 }
 
 impl TryFilesLayer {
@@ -88,6 +90,7 @@ impl TryFilesLayer {
                 root,
                 cache_control: None,
                 mode: Mode::Rule(TryFilesRule::files_only()),
+                worker: None,
             })),
         }
     }
@@ -126,6 +129,16 @@ impl TryFilesLayer {
         let config = self.enabled_config()?;
         let script = config.root.front_controller(index_file)?;
         Arc::make_mut(config).mode = Mode::FrontController(script);
+        Ok(self)
+    }
+
+    /// Worker mode: requests whose path `matching` selects are routed as by a front controller
+    /// that is the worker script (`script`, e.g. from [`DocumentRoot::worker_script`]): static
+    /// files are served, everything else runs the worker, `*.php` paths included. Other requests
+    /// keep the rule or front controller set otherwise.
+    pub fn with_worker(mut self, matching: WorkerMatch, script: Script) -> io::Result<Self> {
+        let config = self.enabled_config()?;
+        Arc::make_mut(config).worker = Some((matching, Mode::FrontController(script)));
         Ok(self)
     }
 
@@ -179,12 +192,11 @@ where
             };
         };
         let uri = request.uri();
-        let route = route::route(
-            &config.root,
-            &config.mode,
-            uri.path(),
-            uri.query().unwrap_or(""),
-        );
+        let mode = match &config.worker {
+            Some((matching, worker)) if matching.matches(uri.path()) => worker,
+            _ => &config.mode,
+        };
+        let route = route::route(&config.root, mode, uri.path(), uri.query().unwrap_or(""));
         let kind = match route {
             Route::Status(status) => Kind::Ready {
                 response: Some(plain_response(status)),
