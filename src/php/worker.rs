@@ -217,6 +217,10 @@ pub(super) fn serve(
         request_seq = run.request_seq;
         boot = run.boot.take();
         if !ended.thread_usable {
+            if let Some(boot) = boot.take() {
+                let message = report_message(&ended.report, RestartReason::BootFailed);
+                boot.failed(id, format!("PHP's state on the thread broke: {message}"));
+            }
             return ThreadState::Unusable;
         }
         let Some(reason) = restart_reason(&ended, &run) else {
