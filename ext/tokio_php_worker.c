@@ -306,8 +306,8 @@ static void begin_request(const tp_request *request)
     sapi_state_start();
     start_output_buffering();
     import_superglobals();
+    drop_session_variables(); /* before session.auto_start makes the request's own */
     each_per_request_module(true);
-    drop_session_variables();
     clear_last_error();
     zend_atomic_bool_store(&EG(timed_out), false);
     zend_set_timeout(EG(timeout_seconds), 0);
