@@ -277,9 +277,11 @@ fn restart_reason(ended: &WorkerEnded, run: &WorkerRun) -> Option<RestartReason>
     use ffi::tp_worker_end::*;
     let report = &ended.report;
     let reason = match report.end {
-        TP_WORKER_END_STOPPED => match run.stop? {
-            Stop::MaxRequests => RestartReason::MaxRequests,
-            Stop::PoolClosed => return None,
+        TP_WORKER_END_STOPPED => match run.stop {
+            Some(Stop::MaxRequests) => RestartReason::MaxRequests,
+            Some(Stop::PoolClosed) => return None,
+            // next_request failed (a panic, logged) and told the script to end.
+            None => RestartReason::ScriptEnded,
         },
         TP_WORKER_END_RETURNED => RestartReason::ScriptEnded,
         TP_WORKER_END_FATAL_ERROR if ended.overflowed => RestartReason::StackOverflow,
