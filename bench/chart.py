@@ -14,6 +14,7 @@ from xml.sax.saxutils import escape
 
 COLOURS = {
     "tokio_php": "#e8590c",
+    "tokio_php-worker": "#c92a2a",
     "stub": "#ffa94d",
     "nginx+php-fpm": "#2f9e44",
     "apache+mod_php": "#7048e8",
@@ -40,7 +41,7 @@ def bar_label(row):
     """Req/s, and for tokio_php's rows how they compare with the peers."""
     rps = number(row["rps_median"]) or 0.0
     parts = [f"{rps:,.0f} req/s"]
-    if row["target"] in ("tokio_php", "stub"):
+    if row["target"] in ("tokio_php", "tokio_php-worker", "stub"):
         for column, peer in (("vs_nginx", "nginx + php-fpm"), ("vs_apache", "Apache")):
             ratio = number(row[column])
             if ratio is not None:

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark on loopback: tokio_php against nginx + php-fpm and Apache + mod_php
-# (Debian's PHP 8.2, OPcache on) on five workloads, from a one-line script to WordPress's front
-# page, each target loaded with wrk in turn, in interleaved rounds. docs/benchmarks.md says what
-# each workload measures and how to read the numbers.
+# (Debian's PHP 8.2, OPcache on) on six workloads, from a one-line script to WordPress's front
+# page and a Symfony page (tokio_php both classic and in worker mode), each target loaded with
+# wrk in turn, in interleaved rounds. docs/benchmarks.md says what each workload measures and
+# how to read the numbers.
 #
-#   WORKLOADS="hello page page-compressed cpu wordpress"   what to run (default: all of them)
+#   WORKLOADS="hello page page-compressed cpu wordpress symfony"   what to run (default: all)
 #   ROUNDS=3       rounds; each runs every workload against every target once, in rotated order
 #   DURATION=10s   wrk time per run              WARMUP=2s      wrk warm-up before each run
 #   CONNECTIONS=50 THREADS=2                     WRK_TIMEOUT=10s  wrk's per-request timeout
@@ -16,6 +17,8 @@
 #   RESULTS_DIR=/dir   where the results go (default: bench/results)
 #   TOKIO_PORT=18181 STUB_PORT=18182 NGINX_PORT=18183 APACHE_PORT=18184
 #   TOKIO_WP_PORT=18185 NGINX_WP_PORT=18186 APACHE_WP_PORT=18187
+#   TOKIO_SF_PORT=18188 TOKIO_SF_WORKER_PORT=18189 NGINX_SF_PORT=18190   (symfony: tokio_php
+#                  classic, tokio_php in worker mode, nginx; listened on only when it runs)
 #
 # tokio_php inherits the environment, so PHP_INI_* overrides reach it (and only it).
 # Results go to bench/results/<UTC time>/ (raw.tsv, summary.tsv, summary.md, chart.svg,
@@ -33,7 +36,7 @@ repo=$(dirname "$here")
 log() { echo "bench: $*" >&2; }
 die() { echo "bench: error: $*" >&2; exit 1; }
 
-all_workloads=(hello page page-compressed cpu wordpress)
+all_workloads=(hello page page-compressed cpu wordpress symfony)
 if [ "${QUICK:-0}" = 1 ]; then
   rounds=1 duration=1s warmup=1s
 else
@@ -51,6 +54,9 @@ apache_port=${APACHE_PORT:-18184}
 tokio_wp_port=${TOKIO_WP_PORT:-18185}
 nginx_wp_port=${NGINX_WP_PORT:-18186}
 apache_wp_port=${APACHE_WP_PORT:-18187}
+tokio_sf_port=${TOKIO_SF_PORT:-18188}
+tokio_sf_worker_port=${TOKIO_SF_WORKER_PORT:-18189}
+nginx_sf_port=${NGINX_SF_PORT:-18190}
 
 # What browsers send; nginx answers gzip, tokio_php picks its own encoding.
 accept_encoding='gzip, deflate, br, zstd'
@@ -95,12 +101,16 @@ targets_of() {
     # Apache's Debian set-up compresses with mod_deflate, left out here: the question is how
     # tokio_php's compression compares with nginx's.
     page-compressed) echo "tokio_php nginx+php-fpm" ;;
+    # The same application behind its classic front controller and in worker mode, against
+    # the set-up Symfony documents for nginx + php-fpm; Apache is not part of this question.
+    symfony) echo "tokio_php tokio_php-worker nginx+php-fpm" ;;
   esac
 }
 
 label_of() {
   case $1 in
     tokio_php) echo "tokio_php" ;;
+    tokio_php-worker) echo "tokio_php (worker mode)" ;;
     stub) echo "tokio_php stub (no PHP)" ;;
     nginx+php-fpm) echo "nginx + php-fpm" ;;
     apache+mod_php) echo "Apache + mod_php" ;;
@@ -116,6 +126,15 @@ url_of() {
       apache+mod_php) port=$apache_wp_port ;;
     esac
     path=/
+  elif [ "$workload" = symfony ]; then
+    case $target in
+      tokio_php) port=$tokio_sf_port ;;
+      tokio_php-worker) port=$tokio_sf_worker_port ;;
+      nginx+php-fpm) port=$nginx_sf_port ;;
+    esac
+    # Routing, a controller and a Twig template; nothing in it changes from one request to
+    # the next (no CSRF token, no date), so every target's page can be compared byte for byte.
+    path=/hello/bench
   else
     case $target in
       tokio_php) port=$tokio_port ;;
@@ -156,6 +175,21 @@ missing_packages() {
     command -v mariadb-install-db >/dev/null || echo mariadb-server
     command -v mariadb-admin >/dev/null || echo mariadb-client
     command -v mariadb >/dev/null || echo mariadb-client
+  fi
+  if has_workload symfony; then
+    # The libraries tests/fixtures/symfony/bootstrap.php loads, by the autoload.php each
+    # package installs under /usr/share/php (tests/symfony.rs checks the same files).
+    local package autoload
+    while read -r package autoload; do
+      [ -f "/usr/share/php/$autoload" ] || echo "$package"
+    done <<'EOF'
+php-symfony-framework-bundle Symfony/Bundle/FrameworkBundle/autoload.php
+php-symfony-twig-bundle Symfony/Bundle/TwigBundle/autoload.php
+php-twig Twig/autoload.php
+php-symfony-form Symfony/Component/Form/autoload.php
+php-symfony-security-csrf Symfony/Component/Security/Csrf/autoload.php
+php-symfony-validator Symfony/Component/Validator/autoload.php
+EOF
   fi
 }
 
@@ -211,10 +245,12 @@ cleanup() {
   set +e
   stop_all
   if [ "$status" -ne 0 ] && [ -n "$run" ] && [ -d "$run/logs" ]; then
-    local file
-    for file in "$run"/logs/*; do
+    local file name
+    # The servers' logs, and Symfony's own (its errors go to the log in its var directory).
+    for file in "$run"/logs/* "$run"/symfony/*/log/*.log; do
       [ -s "$file" ] || continue
-      echo "bench: --- last lines of $(basename "$file") ---" >&2
+      name=${file#"$run"/}
+      echo "bench: --- last lines of ${name#logs/} ---" >&2
       tail -n 15 "$file" >&2
     done
   fi
@@ -235,17 +271,18 @@ start() {
   names+=("$name")
 }
 
+# Waits until NAME listens on PORT, at most SECONDS (default 20).
 wait_for_port() {
-  local port=$1 name=$2 pid=${pids[-1]} i
+  local port=$1 name=$2 limit=${3:-20} pid=${pids[-1]} i
   for i in "${!names[@]}"; do
     if [ "${names[$i]}" = "$name" ]; then pid=${pids[$i]}; fi
   done
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 $((limit * 10))); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
     alive "$pid" || die "$name exited during start-up (its log follows)"
     sleep 0.1
   done
-  die "$name does not listen on 127.0.0.1:$port after 20 s"
+  die "$name does not listen on 127.0.0.1:$port after $limit s"
 }
 
 render() {
@@ -253,7 +290,8 @@ render() {
       -e "s|@WP_ROOT@|$wp_root|g" -e "s|@NGINX_PORT@|$nginx_port|g" \
       -e "s|@NGINX_WP_PORT@|$nginx_wp_port|g" -e "s|@APACHE_PORT@|$apache_port|g" \
       -e "s|@APACHE_WP_PORT@|$apache_wp_port|g" -e "s|@APACHE_USER@|$apache_user|g" \
-      -e "s|@APACHE_GROUP@|$apache_group|g" "$1" >"$2"
+      -e "s|@APACHE_GROUP@|$apache_group|g" -e "s|@NGINX_SF_PORT@|$nginx_sf_port|g" \
+      -e "s|@SF_ROOT@|$sf_root|g" -e "s|@SF_VAR_DIR@|$sf_var|g" "$1" >"$2"
 }
 
 # tokio_php with the caller's environment (PHP_INI_*, …) and the benchmark's settings.
@@ -474,6 +512,32 @@ probe() {
   encoding=${encoding:-identity}
 }
 
+# How many requests the kernel that answers BASE/kernel has handled (the fixture's KernelStats).
+kernel_handled() {
+  local answer handled
+  answer=$(curl -sS --max-time 60 "$1/kernel") || die "no answer from $1/kernel"
+  handled=$(sed -n 's/.*"handled":\([0-9][0-9]*\).*/\1/p' <<<"$answer")
+  [ -n "$handled" ] || die "$1/kernel answers '$(head -c 200 <<<"$answer")'"
+  echo "$handled"
+}
+
+# The symfony targets run what their names say: behind a front controller every request boots
+# a kernel of its own (each has handled one request); in worker mode the kernels outlive their
+# requests, so of WORKERS + 1 requests on WORKERS threads one meets a kernel that has handled
+# more than one.
+check_symfony_kernels() {
+  local target=$1 base=$2 most=0 handled
+  for _ in $(seq 1 $((workers + 1))); do
+    handled=$(kernel_handled "$base")
+    if [ "$handled" -gt "$most" ]; then most=$handled; fi
+  done
+  if [ "$target" = tokio_php-worker ]; then
+    [ "$most" -gt 1 ] || die "$(label_of "$target") boots a kernel for every request: is WORKER_SCRIPT in effect?"
+  else
+    [ "$most" -eq 1 ] || die "$(label_of "$target")'s kernel outlives its request (it has handled $most)"
+  fi
+}
+
 # Every target answers the workload correctly before it is loaded; records what it sends.
 check_workload() {
   local workload=$1 target label url
@@ -514,6 +578,17 @@ check_workload() {
         else
           cp "$run/probe.normalized" "$run/$workload.reference"
         fi
+        ;;
+      symfony)
+        grep -q '<h1>Hello bench</h1>' "$run/probe.body" \
+          || die "$label's Symfony page lacks 'Hello bench': $(page_text "$run/probe.body")"
+        if [ -f "$run/$workload.reference" ]; then
+          diff "$run/$workload.reference" "$run/probe.body" >"$run/probe.diff" \
+            || die "$label's Symfony page differs from $(label_of tokio_php)'s: $(head -c 800 "$run/probe.diff")"
+        else
+          cp "$run/probe.body" "$run/$workload.reference"
+        fi
+        check_symfony_kernels "$target" "${url%/hello/bench}"
         ;;
     esac
     printf '%s\t%s\t%s\t%s\n' "$workload" "$target" "$bytes" "$encoding" >>"$run/responses.tsv"
@@ -617,6 +692,12 @@ command_line() {
   echo "${parts[*]} bench/compare.sh"
 }
 
+# The installed version of a Debian package.
+package_version() {
+  # shellcheck disable=SC2016 # dpkg-query's field, not the shell's
+  dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "unknown"
+}
+
 write_versions() {
   local describe our_php libphp php_config wrk_version cpu
   describe=$(git -C "$repo" describe --always --dirty 2>/dev/null) || describe=unknown
@@ -649,6 +730,9 @@ write_versions() {
       echo "mariadbd: $(mariadbd --version)"
       echo "wordpress: $wp_version (theme twentytwentythree)"
     fi
+    if has_workload symfony; then
+      echo "symfony: $(package_version php-symfony-framework-bundle) (Debian's php-symfony-* packages), twig $(package_version php-twig); tests/fixtures/symfony"
+    fi
     echo "wrk: $wrk_version"
     echo "kernel: $(uname -srm)"
     echo "cpu: $cpu, $(nproc) cores shared by the servers and wrk"
@@ -666,6 +750,7 @@ summarize() {
     }
     function label(t) {
       if (t == "stub") return "tokio_php stub (no PHP)"
+      if (t == "tokio_php-worker") return "tokio_php (worker mode)"
       if (t == "nginx+php-fpm") return "nginx + php-fpm"
       if (t == "apache+mod_php") return "Apache + mod_php"
       return t
@@ -713,7 +798,7 @@ write_markdown() {
     echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"
     awk -F'\t' 'NR > 1 {
         response = $11 " B" ($12 != "identity" ? " (" $12 ")" : "")
-        name = $2 == "tokio_php" ? "**" $3 "**" : $3
+        name = $2 ~ /^tokio_php(-worker)?$/ ? "**" $3 "**" : $3
         printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, name, $5, $6, $7,
           ($8 == "-" ? "–" : $8 "×"), ($9 == "-" ? "–" : $9 "×"), response
       }' "$results/summary.tsv"
@@ -751,10 +836,12 @@ update_docs() {
 started=$SECONDS
 install_peers
 # A port something else answers on would be measured in place of a peer.
-for port in "$tokio_port" "$stub_port" "$nginx_port" "$apache_port" "$tokio_wp_port" \
-    "$nginx_wp_port" "$apache_wp_port"; do
+ports=("$tokio_port" "$stub_port" "$nginx_port" "$apache_port" "$tokio_wp_port" "$nginx_wp_port"
+  "$apache_wp_port")
+if has_workload symfony; then ports+=("$tokio_sf_port" "$tokio_sf_worker_port" "$nginx_sf_port"); fi
+for port in "${ports[@]}"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    die "127.0.0.1:$port is in use; free it or choose other ports (TOKIO_PORT, … APACHE_WP_PORT)"
+    die "127.0.0.1:$port is in use; free it or choose other ports (TOKIO_PORT, … NGINX_SF_PORT)"
   fi
 done
 if [ -n "${TOKIO_PHP_BIN:-}" ]; then
@@ -767,12 +854,17 @@ fi
 
 run=$(mktemp -d /tmp/tokio_php_bench.XXXXXX)
 chmod 0755 "$run"
-mkdir -p "$run/logs" "$run/nginx" "$run/apache2" "$run/wordpress"
+mkdir -p "$run/logs" "$run/nginx/servers" "$run/apache2" "$run/wordpress" "$run/symfony"
 # Everything served is a copy in the run directory, which Apache's user can read wherever the
 # repository is.
 www=$run/www
 wp_root=$run/wordpress
 db_socket=$run/mysql.sock
+# The Symfony application is served where it is (nothing there is written, and no Apache child
+# needs to read it); each target compiles its container and templates into its own directory
+# under $sf_var (TOKIO_PHP_SYMFONY_VAR_DIR, read by the fixture's Kernel).
+sf_root=$repo/tests/fixtures/symfony/public
+sf_var=$run/symfony
 cp -R "$here/www" "$www"
 chmod -R a+rX "$www"
 if [ "$(id -u)" -eq 0 ]; then
@@ -794,7 +886,23 @@ if has_workload wordpress; then
   # shellcheck disable=SC2016 # nginx's variables, for tokio_php to expand
   start_tokio tokio_php-wordpress "$tokio_wp_port" "$wp_root" TRY_FILES='$uri $uri/ /index.php?$args'
 fi
+if has_workload symfony; then
+  # Classic: index.php as the front controller, every path that is not a file goes to it (the
+  # Symfony recipe's try_files, with index.php the only script reachable). Worker mode: every
+  # request that is not a static file goes to public/worker.php's loop.
+  start_tokio tokio_php-symfony "$tokio_sf_port" "$sf_root" INDEX_FILE=index.php \
+    TOKIO_PHP_SYMFONY_VAR_DIR="$sf_var/tokio_php"
+  start_tokio tokio_php-symfony-worker "$tokio_sf_worker_port" "$sf_root" INDEX_FILE=index.php \
+    WORKER_SCRIPT="$sf_root/worker.php" WORKER_MATCH='*' \
+    TOKIO_PHP_SYMFONY_VAR_DIR="$sf_var/tokio_php-worker"
+fi
 render "$here/php-fpm.conf.in" "$run/php-fpm.conf"
+if has_workload symfony; then
+  # A pool of its own for the Symfony server, only when it runs.
+  render "$here/php-fpm-symfony.conf.in" "$run/php-fpm-symfony.conf"
+  cat "$run/php-fpm-symfony.conf" >>"$run/php-fpm.conf"
+  render "$here/nginx-symfony.conf.in" "$run/nginx/servers/symfony.conf"
+fi
 start php-fpm php-fpm8.2 -R -F -y "$run/php-fpm.conf"
 render "$here/nginx.conf.in" "$run/nginx.conf"
 start nginx nginx -c "$run/nginx.conf"
@@ -809,6 +917,13 @@ if has_workload wordpress; then
   wait_for_port "$tokio_wp_port" tokio_php-wordpress
   wait_for_port "$nginx_wp_port" nginx
   wait_for_port "$apache_wp_port" apache2
+fi
+if has_workload symfony; then
+  # Worker mode listens once every thread has booted the kernel, which compiles the container
+  # first: that may take a while on a busy machine.
+  wait_for_port "$tokio_sf_port" tokio_php-symfony
+  wait_for_port "$tokio_sf_worker_port" tokio_php-symfony-worker 60
+  wait_for_port "$nginx_sf_port" nginx
 fi
 
 php_tokio=$(peer_php "$tokio_port")

@@ -1,8 +1,8 @@
 //! `make bench` keeps working: `bench/compare.sh` in its short form (`QUICK=1`: one round of one
 //! second per workload and target) runs every workload — hello, the PHP-built page plain and
-//! compressed, the CPU script and WordPress on its own MariaDB — against every peer (nginx +
-//! php-fpm, Apache + mod_php, the stub) and this build of the binary, on loopback ports chosen
-//! here. The script itself fails on any error response, on peers that answer differently and on
+//! compressed, the CPU script, WordPress on its own MariaDB and the Symfony fixture's page, the
+//! latter classic and in worker mode — against every peer (nginx + php-fpm, Apache + mod_php,
+//! the stub) and this build of the binary, on loopback ports chosen here. The script itself fails on any error response, on peers that answer differently and on
 //! a missing peer (naming the package); this test checks that it succeeded and that its summary
 //! has a row for every workload and target.
 //!
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 mod common;
 
-const PORT_VARIABLES: [&str; 7] = [
+const PORT_VARIABLES: [&str; 10] = [
     "TOKIO_PORT",
     "STUB_PORT",
     "NGINX_PORT",
@@ -22,6 +22,9 @@ const PORT_VARIABLES: [&str; 7] = [
     "TOKIO_WP_PORT",
     "NGINX_WP_PORT",
     "APACHE_WP_PORT",
+    "TOKIO_SF_PORT",
+    "TOKIO_SF_WORKER_PORT",
+    "NGINX_SF_PORT",
 ];
 
 #[test]
@@ -61,6 +64,10 @@ fn the_benchmark_runs_every_workload_against_every_peer() {
         ("page-compressed", &["tokio_php", "nginx+php-fpm"]),
         ("cpu", all),
         ("wordpress", all),
+        (
+            "symfony",
+            &["tokio_php", "tokio_php-worker", "nginx+php-fpm"],
+        ),
     ] {
         for target in targets {
             assert!(
