@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use common::{metric, Proto, TestServer};
 use tokio_php::admin::{self, InternalState};
 use tokio_php::php::PoolConfig;
@@ -113,36 +110,5 @@ async fn metrics_cover_php_traffic_and_pass_promtool() {
         2.0
     );
 
-    let mut promtool = Command::new(common::require_program(
-        "promtool",
-        "Debian package prometheus",
-    ))
-    .args(["check", "metrics"])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("promtool runs");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = promtool.wait_with_output().unwrap();
-    let problems = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    // promtool exits 1 when it cannot parse the exposition, 3 when it only has lint remarks. The
-    // one remark allowed is about the node_memory_* names, which keep node_exporter's spelling
-    // (camelCase) so existing dashboards work.
-    let only_node_names = problems
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .all(|l| l.starts_with("node_memory_Mem") && l.contains("snake_case"));
-    let accepted = output.status.success() || (output.status.code() == Some(3) && only_node_names);
-    assert!(
-        accepted,
-        "promtool check metrics ({:?}):\n{problems}",
-        output.status.code()
-    );
+    common::promtool_accepts(&text);
 }

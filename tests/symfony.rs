@@ -21,16 +21,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use common::browser::{body_text, content_type, form_body, scrape, CookieJar};
 use common::process::{binary, Server};
 use common::Proto;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 /// The Debian packages the application loads, each with the autoload.php it installs.
 const PACKAGES: [(&str, &str); 6] = [
@@ -135,7 +134,7 @@ impl App {
     fn client(&self) -> Client<'_> {
         Client {
             app: self,
-            cookies: BTreeMap::new(),
+            cookies: CookieJar::default(),
         }
     }
 
@@ -193,7 +192,7 @@ impl App {
 /// A client with a cookie jar, as a browser keeps one per site.
 struct Client<'a> {
     app: &'a App,
-    cookies: BTreeMap<String, String>,
+    cookies: CookieJar,
 }
 
 impl Client<'_> {
@@ -203,18 +202,7 @@ impl Client<'_> {
     }
 
     async fn post_form(&mut self, path: &str, fields: &[(&str, &str)]) -> Response<Bytes> {
-        let body = fields
-            .iter()
-            .map(|(name, value)| {
-                format!(
-                    "{}={}",
-                    utf8_percent_encode(name, NON_ALPHANUMERIC),
-                    utf8_percent_encode(value, NON_ALPHANUMERIC)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("&");
-        self.request(Method::POST, path, body.into_bytes(), Proto::Http1)
+        self.request(Method::POST, path, form_body(fields), Proto::Http1)
             .await
     }
 
@@ -229,13 +217,7 @@ impl Client<'_> {
         if method == Method::POST {
             request = request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
         }
-        if !self.cookies.is_empty() {
-            let cookie = self
-                .cookies
-                .iter()
-                .map(|(name, value)| format!("{name}={value}"))
-                .collect::<Vec<_>>()
-                .join("; ");
+        if let Some(cookie) = self.cookies.header() {
             request = request.header(header::COOKIE, cookie);
         }
         let response = common::send(
@@ -244,24 +226,7 @@ impl Client<'_> {
             request.body(Full::new(Bytes::from(body))).unwrap(),
         )
         .await;
-        for set_cookie in response.headers().get_all(header::SET_COOKIE) {
-            let mut attributes = set_cookie.to_str().unwrap().split(';');
-            let Some((name, value)) = attributes.next().and_then(|pair| pair.split_once('='))
-            else {
-                continue;
-            };
-            // Symfony clears a cookie with Max-Age=0 (and a date in the past).
-            let expired = attributes.any(|a| {
-                let a = a.trim().to_ascii_lowercase();
-                a == "max-age=0" || a.starts_with("max-age=-")
-            });
-            if expired {
-                self.cookies.remove(name.trim());
-            } else {
-                self.cookies
-                    .insert(name.trim().to_string(), value.trim().to_string());
-            }
-        }
+        self.cookies.store(&response);
         response
     }
 
@@ -281,7 +246,7 @@ impl Client<'_> {
             "POST /login",
         );
         assert!(
-            self.cookies.contains_key("PHPSESSID"),
+            self.cookies.contains("PHPSESSID"),
             "login sets the session cookie: {:?}",
             response.headers().get_all(header::SET_COOKIE)
         );
@@ -302,32 +267,6 @@ impl Client<'_> {
             "CSRF token",
         )
     }
-}
-
-fn body_text(response: &Response<Bytes>) -> String {
-    String::from_utf8_lossy(response.body()).into_owned()
-}
-
-fn content_type(response: &Response<Bytes>) -> String {
-    response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
-}
-
-/// The first capture of `pattern` in `page`; panics naming the field.
-fn scrape(page: &str, pattern: &str, field: &str) -> String {
-    regex::Regex::new(pattern)
-        .unwrap()
-        .captures(page)
-        .unwrap_or_else(|| {
-            panic!(
-                "no {field} in the page; it starts: {}",
-                page.chars().take(1500).collect::<String>()
-            )
-        })[1]
-        .to_string()
 }
 
 /// The visit counter `/session` shows.
@@ -447,7 +386,7 @@ async fn session_counter_is_per_client(mode: Mode) {
         }
     }
     // PHP's own file handler, in the directory PHP_INI_SESSION__SAVE_PATH names.
-    let file = format!("sess_{}", first.cookies["PHPSESSID"]);
+    let file = format!("sess_{}", first.cookies.value("PHPSESSID"));
     assert!(
         app.var_dir.path().join("sessions").join(&file).is_file(),
         "{file} in the session directory"
@@ -459,7 +398,10 @@ async fn session_counter_is_per_client(mode: Mode) {
         1,
         "{mode:?}: a new client, a new session"
     );
-    assert_ne!(first.cookies["PHPSESSID"], second.cookies["PHPSESSID"]);
+    assert_ne!(
+        first.cookies.value("PHPSESSID"),
+        second.cookies.value("PHPSESSID")
+    );
     assert_eq!(visits(&first.get("/session").await), 4);
     assert_eq!(visits(&second.get("/session").await), 2);
 }
@@ -519,7 +461,7 @@ async fn form_validates_and_checks_the_csrf_token(mode: Mode) {
     let mut client = app.client();
     let token = client.form_token().await;
     assert!(
-        client.cookies.contains_key("PHPSESSID"),
+        client.cookies.contains("PHPSESSID"),
         "the CSRF token lives in the session"
     );
 

@@ -30,13 +30,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::browser::{body_text, content_type, form_body, scrape, CookieJar};
 use common::mariadb::MariaDb;
 use common::process::{binary, Server};
 use common::run_bounded;
 use common::Proto;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 const PACKAGES: [&str; 2] = ["wordpress", "wordpress-theme-twentytwentythree"];
 const THEME: &str = "twentytwentythree";
@@ -144,7 +144,7 @@ async fn wordpress_installs_logs_in_publishes_and_serves_pretty_permalinks() {
         "GET /wp-login.php",
     );
     assert!(
-        admin.cookies.contains_key("wordpress_test_cookie"),
+        admin.cookies.contains("wordpress_test_cookie"),
         "the login page sets wordpress_test_cookie: {:?}",
         response.headers().get_all(header::SET_COOKIE)
     );
@@ -166,10 +166,10 @@ async fn wordpress_installs_logs_in_publishes_and_serves_pretty_permalinks() {
     assert!(
         admin
             .cookies
-            .keys()
+            .names()
             .any(|name| name.starts_with("wordpress_logged_in_")),
         "login sets the auth cookies; the jar has {:?}",
-        admin.cookies.keys().collect::<Vec<_>>()
+        admin.cookies.names().collect::<Vec<_>>()
     );
 
     // The dashboard: `/wp-admin` is sent to its slash, `/wp-admin/` runs the directory's
@@ -602,14 +602,14 @@ impl Site<'_> {
 /// A client with a cookie jar, as a browser keeps one per site.
 struct Browser {
     addr: SocketAddr,
-    cookies: BTreeMap<String, String>,
+    cookies: CookieJar,
 }
 
 impl Browser {
     fn new(site: &Site) -> Browser {
         Browser {
             addr: site.addr,
-            cookies: BTreeMap::new(),
+            cookies: CookieJar::default(),
         }
     }
 
@@ -618,22 +618,11 @@ impl Browser {
     }
 
     async fn post_form(&mut self, path: &str, fields: &[(&str, &str)]) -> Response<Bytes> {
-        let body = fields
-            .iter()
-            .map(|(name, value)| {
-                format!(
-                    "{}={}",
-                    utf8_percent_encode(name, NON_ALPHANUMERIC),
-                    utf8_percent_encode(value, NON_ALPHANUMERIC)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("&");
         self.request(
             Method::POST,
             path,
             &[("content-type", "application/x-www-form-urlencoded")],
-            body.into_bytes(),
+            form_body(fields),
         )
         .await
     }
@@ -653,13 +642,7 @@ impl Browser {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        if !self.cookies.is_empty() {
-            let cookie = self
-                .cookies
-                .iter()
-                .map(|(name, value)| format!("{name}={value}"))
-                .collect::<Vec<_>>()
-                .join("; ");
+        if let Some(cookie) = self.cookies.header() {
             request = request.header(header::COOKIE, cookie);
         }
         let response = common::send(
@@ -668,31 +651,9 @@ impl Browser {
             request.body(Full::new(Bytes::from(body))).unwrap(),
         )
         .await;
-        for set_cookie in response.headers().get_all(header::SET_COOKIE) {
-            let set_cookie = set_cookie.to_str().unwrap();
-            let mut attributes = set_cookie.split(';');
-            let Some((name, value)) = attributes.next().and_then(|pair| pair.split_once('='))
-            else {
-                continue;
-            };
-            // WordPress clears cookies with a date in the past, which PHP sends as Max-Age=0.
-            let expired = attributes.any(|a| {
-                let a = a.trim().to_ascii_lowercase();
-                a == "max-age=0" || a.starts_with("max-age=-")
-            });
-            if expired {
-                self.cookies.remove(name.trim());
-            } else {
-                self.cookies
-                    .insert(name.trim().to_string(), value.trim().to_string());
-            }
-        }
+        self.cookies.store(&response);
         response
     }
-}
-
-fn body_text(response: &Response<Bytes>) -> String {
-    String::from_utf8_lossy(response.body()).into_owned()
 }
 
 fn body_start(response: &Response<Bytes>) -> String {
@@ -705,26 +666,4 @@ fn location(response: &Response<Bytes>) -> String {
         .get(header::LOCATION)
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default()
-}
-
-fn content_type(response: &Response<Bytes>) -> String {
-    response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default()
-}
-
-/// The first capture of `pattern` in `page`; panics naming the field.
-fn scrape(page: &str, pattern: &str, field: &str) -> String {
-    regex::Regex::new(pattern)
-        .unwrap()
-        .captures(page)
-        .unwrap_or_else(|| {
-            panic!(
-                "no {field} in the page; it starts: {}",
-                page.chars().take(1500).collect::<String>()
-            )
-        })[1]
-        .to_string()
 }

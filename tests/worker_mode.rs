@@ -9,9 +9,8 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -190,39 +189,6 @@ fn run_to_exit(command: &mut Command) -> (Option<i32>, String) {
         output.status.code(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
-}
-
-fn promtool_accepts(text: &str) {
-    let mut promtool = Command::new(common::require_program(
-        "promtool",
-        "Debian package prometheus",
-    ))
-    .args(["check", "metrics"])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("promtool runs");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = promtool.wait_with_output().unwrap();
-    let problems = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    // As in tests/metrics.rs: exit 3 is lint remarks only, and the one remark allowed is about
-    // the node_memory_* names, which keep node_exporter's spelling.
-    let only_node_names = problems
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .all(|l| l.starts_with("node_memory_Mem") && l.contains("snake_case"));
-    assert!(
-        output.status.success() || (output.status.code() == Some(3) && only_node_names),
-        "promtool check metrics ({:?}):\n{problems}\n{text}",
-        output.status.code()
-    );
 }
 
 // ---- 1. Per-request state ---------------------------------------------------------------------
@@ -1006,7 +972,7 @@ async fn worker_metrics_count_requests_and_pass_promtool() {
     ] {
         assert_eq!(restarts(&text, reason), 0.0, "{reason}");
     }
-    promtool_accepts(&text);
+    common::promtool_accepts(&text);
     assert!(server.terminate().success());
 }
 

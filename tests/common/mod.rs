@@ -2,6 +2,7 @@
 //! ephemeral loopback ports, and real HTTP/1.1 and h2c clients.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod mariadb;
 pub mod process;
 
@@ -649,4 +650,39 @@ pub fn run_bounded(command: &mut std::process::Command, limit: Duration) -> std:
         stdout: out.join().unwrap(),
         stderr: err.join().unwrap(),
     }
+}
+
+/// `promtool check metrics` (Prometheus's own parser and linter) accepts `text`. promtool exits
+/// 1 when it cannot parse the exposition and 3 when it only has lint remarks; the one remark
+/// allowed is about the `node_memory_*` names, which keep node_exporter's spelling (camelCase)
+/// so existing dashboards work.
+pub fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let mut promtool = Command::new(require_program("promtool", "Debian package prometheus"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    let problems = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    let only_node_names = problems
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .all(|l| l.starts_with("node_memory_Mem") && l.contains("snake_case"));
+    assert!(
+        output.status.success() || (output.status.code() == Some(3) && only_node_names),
+        "promtool check metrics ({:?}):\n{problems}\n{text}",
+        output.status.code()
+    );
 }
