@@ -1,5 +1,7 @@
 //! The PHP worker pool: `workers` OS threads, each with its own ZTS context, pulling jobs from one
-//! bounded queue in which only requests whose client still waits count.
+//! bounded queue in which only requests whose client still waits count. A classic pool runs each
+//! job's script; a worker-mode pool runs one worker script per thread, which takes the jobs
+//! itself ([`worker`](super::worker)).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -340,6 +342,25 @@ impl PhpPool {
     /// application once and serves requests through `tokio_handle_request()`
     /// (docs/worker-mode.md). Returns once every thread's script booted; if one fails to, the
     /// pool stops and the error says why. PHP must be started first.
+    ///
+    /// ```no_run
+    /// use tokio_php::http::{DocumentRoot, WorkerMatch};
+    /// use tokio_php::php::{PhpPool, PhpRuntime, PhpRuntimeConfig, PhpService, PhpServiceConfig, PoolConfig, WorkerConfig};
+    ///
+    /// let runtime = PhpRuntime::start(PhpRuntimeConfig::default())?;
+    /// let root = DocumentRoot::new("public")?;
+    /// let worker = WorkerConfig::new(&root, "worker.php")?.with_max_requests(1000);
+    /// let workers = PhpPool::start_workers(PoolConfig::default(), worker)?;
+    /// let classic = PhpPool::start(PoolConfig::default())?;
+    /// // `/api/…` runs the worker script; everything else runs as classic scripts.
+    /// let service = PhpService::new(&classic, PhpServiceConfig::new(root))
+    ///     .route_to_workers(WorkerMatch::Prefix("/api".into()), &workers);
+    /// # drop(service);
+    /// # workers.shutdown(std::time::Duration::from_secs(5));
+    /// # classic.shutdown(std::time::Duration::from_secs(5));
+    /// # runtime.shutdown();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn start_workers(
         config: PoolConfig,
         worker: WorkerConfig,
