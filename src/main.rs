@@ -80,16 +80,11 @@ fn run(config: &Config) -> Result<(), StartError> {
     let worker_pool_config = config.worker_pool();
     // Worker mode for every request leaves no request for a classic pool.
     let classic = worker_pool_config.is_none() || config.worker_match != WorkerMatch::All;
-    let worker = worker_pool_config
-        .map(|_| {
-            WorkerConfig::new(&document_root, &config.worker_script)
-                .map(|worker| worker.with_max_requests(config.worker_max_requests))
-                .map_err(|source| StartError::WorkerScript {
-                    path: config.worker_script.clone(),
-                    source,
-                })
-        })
-        .transpose()?;
+    // The stack resolved (and checked) the worker script already, for its routing.
+    let worker = stack_config.worker.as_ref().map(|(_, script)| {
+        WorkerConfig::for_script(&document_root, script.clone())
+            .with_max_requests(config.worker_max_requests)
+    });
     let classic_threads = if classic {
         pool_config.effective_workers()
     } else {
@@ -291,11 +286,6 @@ enum StartError {
     Php(PhpStartError),
     #[error("starting PHP workers: {0}")]
     Workers(std::io::Error),
-    #[error("WORKER_SCRIPT={path}: {source}")]
-    WorkerScript {
-        path: String,
-        source: std::io::Error,
-    },
     #[error("{0}")]
     WorkerMode(WorkerStartError),
     #[error("starting the async runtime: {0}")]

@@ -93,9 +93,7 @@ impl PhpService {
             }),
         }
     }
-}
 
-impl PhpService {
     /// Sends the requests `matching` selects to `workers`, a worker-mode pool, and the rest to
     /// this service's own pool (`WORKER_MATCH=/api`).
     pub fn route_to_workers(mut self, matching: WorkerMatch, workers: &PhpPool) -> Self {

@@ -46,12 +46,20 @@ impl WorkerConfig {
     /// The worker script at `path`, absolute or relative to `document_root`
     /// ([`DocumentRoot::worker_script`]).
     pub fn new(document_root: &DocumentRoot, path: impl AsRef<Path>) -> io::Result<WorkerConfig> {
-        Ok(WorkerConfig {
-            script: document_root.worker_script(path)?,
+        Ok(WorkerConfig::for_script(
+            document_root,
+            document_root.worker_script(path)?,
+        ))
+    }
+
+    /// A worker script already resolved under `document_root`.
+    pub fn for_script(document_root: &DocumentRoot, script: Script) -> WorkerConfig {
+        WorkerConfig {
+            script,
             document_root: document_root.path().to_path_buf(),
             server_software: SERVER_SOFTWARE.to_string(),
             max_requests: 0,
-        })
+        }
     }
 
     /// The same, with a request limit per run of the script (0: none).
